@@ -1,0 +1,19 @@
+"""jaxcnn: convolutional networks in JAX whose every backward pass is derived by hand.
+
+- :mod:`jaxcnn.ops`: pure ops (conv, conv_transpose, pools, dense, activations, batch norm), each a
+  ``jax.custom_vjp`` with a hand-derived backward pass.
+- :mod:`jaxcnn.reference`: a ``lax`` + autodiff twin of every op, the oracle.
+- :mod:`jaxcnn.losses`: softmax cross-entropy and MSE with hand-derived VJPs.
+- :mod:`jaxcnn.gradcheck`: compare any VJP with autodiff and finite differences.
+"""
+
+from . import gradcheck as gradcheck
+from . import losses as losses
+from . import ops as ops
+from . import reference as reference
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "reference", "losses", "gradcheck"]
+
+# --- layers, combinators and models (issue 3) -------------------------------------------------

@@ -1,0 +1,40 @@
+"""Pure ops with hand-derived VJPs (``jax.custom_vjp``); one module per family, equations in each docstring.
+
+Channels-last layout: inputs ``(N, *spatial, C)``, kernels ``(*window, C_in // groups, C_out)``.
+Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) of these ops raises JAX's
+``custom_vjp`` error; reverse mode to any order (``grad`` of ``grad``) works.
+"""
+
+from .activation import leaky_relu as leaky_relu
+from .activation import log_softmax as log_softmax
+from .activation import relu as relu
+from .activation import sigmoid as sigmoid
+from .activation import softmax as softmax
+from .activation import tanh as tanh
+from .conv import conv as conv
+from .conv import conv_transpose as conv_transpose
+from .dense import dense as dense
+from .norm import batch_norm as batch_norm
+from .pool import avg_pool as avg_pool
+from .pool import global_avg_pool as global_avg_pool
+from .pool import global_max_pool as global_max_pool
+from .pool import lp_pool as lp_pool
+from .pool import max_pool as max_pool
+
+__all__ = [
+    "conv",
+    "conv_transpose",
+    "max_pool",
+    "avg_pool",
+    "lp_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "dense",
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "batch_norm",
+]

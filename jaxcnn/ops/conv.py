@@ -1,0 +1,357 @@
+r"""Convolution and transposed convolution, 1-D/2-D/3-D, channels-last, with hand-derived VJPs.
+
+Forward (what CNNs call convolution is a cross-correlation), per spatial dimension::
+
+    z[b, i, co] = sum_{u, ci} w[u, ci, co] * xpad[b, s*i + d*u, ci]
+
+``x`` is ``(N, *spatial, C_in)``, ``w`` is ``(*window, C_in // groups, C_out)``; ``xpad`` is ``x`` with
+``lo`` zeros before and ``hi`` zeros after each spatial axis. With ``groups = g`` the channels split into
+``g`` independent blocks (depthwise: ``g = C_in``).
+
+Input gradient -- a stride-1 correlation of the **upsampled** cotangent with the **flipped** kernel,
+in/out channels swapped::
+
+    dx[b, p, ci] = sum_{i, u : s*i + d*u = p + lo} w[u, ci, co] * dz[b, i, co]
+
+The cotangent gets ``s - 1`` zeros between samples (``s(o-1)+1`` rows) and is padded by
+``(kd - 1 - lo, kd - 1 - hi + r)`` (:func:`~jaxcnn.ops._padding.input_grad_padding`), so the ``r`` rows
+that no strided window reached come back with zero gradient.
+
+Weight gradient -- a correlation of the padded input with the cotangent, the batch contracted::
+
+    dw[u, ci, co] = sum_{b, i} xpad[b, s*i + d*u, ci] * dz[b, i, co]
+
+The cotangent acts as the kernel, upsampled by ``s`` (``rhs_dilation=s``), sliding with stride ``d``
+over the input padded by ``(lo, hi - r)`` (:func:`~jaxcnn.ops._padding.weight_grad_padding`).
+
+Transposed convolution is the input-gradient map of a forward convolution ``A``, so its VJP reuses the
+three pieces with roles exchanged: forward = ``A``'s input gradient; input gradient = ``A`` itself;
+weight gradient = ``A``'s weight gradient with input and cotangent swapped.
+
+Forward-mode differentiation (``jax.jvp``, ``jacfwd``, ``hessian``) of these ``custom_vjp`` functions is
+not supported by JAX; reverse-over-reverse (``grad`` of ``grad``) is, because every backward pass is
+written in differentiable ``lax`` operations.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._padding import (
+    Pads,
+    conv_output_size,
+    dilated_size,
+    input_grad_padding,
+    normalize_padding,
+    normalize_tuple,
+    transpose_output_size,
+    weight_grad_padding,
+)
+from ._validate import check_floating, check_positive_int, spatial_rank
+
+__all__ = ["conv", "conv_transpose", "ConvSpec", "conv_spec", "conv_transpose_spec"]
+
+
+class ConvSpec(NamedTuple):
+    """A forward convolution's normalised, hashable configuration (``nondiff_argnums`` material)."""
+
+    strides: tuple[int, ...]
+    padding: Pads  # (lo, hi) per spatial dim, non-negative for conv, possibly negative hi inside conv_transpose
+    dilation: tuple[int, ...]
+    groups: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and normalisation (shared with jaxcnn.reference)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_kernel(x: Any, w: Any, name: str) -> int:
+    check_floating(x, "x", name)
+    check_floating(w, "w", name)
+    nd = spatial_rank(x, "x", name, extra_dims=2)
+    if w.ndim != x.ndim:
+        raise ValueError(
+            f"{name}: w must have rank {x.ndim} (*window, in, out) to match x of shape {tuple(x.shape)}, "
+            f"got w of shape {tuple(w.shape)}"
+        )
+    if any(k <= 0 for k in w.shape[:nd]):
+        raise ValueError(f"{name}: window (w.shape[:{nd}]) must be positive, got {tuple(w.shape[:nd])}")
+    return nd
+
+
+def conv_spec(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> ConvSpec:
+    """Validate ``conv``'s arguments against ``x`` and ``w`` and normalise them to a :class:`ConvSpec`."""
+    nd = _check_kernel(x, w, "conv")
+    groups = check_positive_int(groups, "groups")
+    strides = normalize_tuple(stride, nd, "stride")
+    dilation = normalize_tuple(dilation, nd, "dilation")
+    c_in, (c_in_per_group, c_out) = x.shape[-1], w.shape[-2:]
+    if c_in % groups:
+        raise ValueError(f"conv: groups (={groups}) must divide the input channels x.shape[-1] (={c_in})")
+    if c_out % groups:
+        raise ValueError(f"conv: groups (={groups}) must divide the output channels w.shape[-1] (={c_out})")
+    if c_in != c_in_per_group * groups:
+        raise ValueError(
+            f"conv: input channels x.shape[-1] (={c_in}) must equal w.shape[-2] * groups "
+            f"(={c_in_per_group} * {groups})"
+        )
+    spatial, window = x.shape[1:-1], w.shape[:nd]
+    pads = normalize_padding(padding, spatial, window, strides, dilation)
+    for axis, (n, k, d, (lo, hi)) in enumerate(zip(spatial, window, dilation, pads)):
+        if dilated_size(k, d) > n + lo + hi:
+            raise ValueError(
+                f"conv: kernel of size {k} with dilation {d} (spans {dilated_size(k, d)}) is larger than "
+                f"the padded input along spatial axis {axis} (size {n} + padding {(lo, hi)} = {n + lo + hi})"
+            )
+    return ConvSpec(strides, pads, dilation, groups)
+
+
+def conv_transpose_spec(
+    x: Any, w: Any, stride: Any, padding: Any, dilation: Any, output_padding: Any, groups: Any
+) -> tuple[ConvSpec, tuple[int, ...]]:
+    """Validate ``conv_transpose``'s arguments; return the spec of the convolution ``A`` it transposes
+    (from the output back to ``x``) and the output's spatial shape."""
+    name = "conv_transpose"
+    nd = _check_kernel(x, w, name)
+    groups = check_positive_int(groups, "groups")
+    strides = normalize_tuple(stride, nd, "stride")
+    dilation = normalize_tuple(dilation, nd, "dilation")
+    c_in, (c_out_per_group, c_in_w) = x.shape[-1], w.shape[-2:]
+    if c_in_w % groups:
+        raise ValueError(f"{name}: groups (={groups}) must divide w.shape[-1] (={c_in_w})")
+    if c_in != c_in_w:
+        raise ValueError(
+            f"{name}: input channels x.shape[-1] (={c_in}) must equal w.shape[-1] (={c_in_w}); w is laid out "
+            f"as the kernel of the convolution being transposed, (*window, C_out // groups, C_in)"
+        )
+    spatial, window = x.shape[1:-1], w.shape[:nd]
+    pads = normalize_padding(padding, spatial, window, strides, dilation, allow_strings=False)
+    out_pad = normalize_tuple(output_padding, nd, "output_padding", minimum=0)
+    for s, d, op in zip(strides, dilation, out_pad):
+        if op >= max(s, d):
+            raise ValueError(
+                f"{name}: output_padding must be smaller than max(stride, dilation) in each dimension, "
+                f"got output_padding={out_pad} with stride={strides} and dilation={dilation}"
+            )
+    out_spatial = tuple(
+        transpose_output_size(n, k, s, d, lo, hi, op)
+        for n, k, s, d, (lo, hi), op in zip(spatial, window, strides, dilation, pads, out_pad)
+    )
+    if any(m <= 0 for m in out_spatial):
+        raise ValueError(
+            f"{name}: padding {pads} is too large for input spatial shape {tuple(spatial)}: the output "
+            f"spatial shape would be {out_spatial}"
+        )
+    # A maps the output (length m) back to x (length n): padding (lo, hi - output_padding) makes
+    # (m + lo + hi - op - kd) = (n - 1) s exactly, so A has n outputs and no unreached rows.
+    a_pads = tuple((lo, hi - op) for (lo, hi), op in zip(pads, out_pad))
+    return ConvSpec(strides, a_pads, dilation, groups), out_spatial
+
+
+# ---------------------------------------------------------------------------------------------
+# The three building blocks, each one lax.conv_general_dilated call
+# ---------------------------------------------------------------------------------------------
+
+
+def _channels_last(nd: int) -> tuple[int, ...]:
+    """Dimension numbers (batch, feature, *spatial) of a channels-last array with ``nd`` spatial axes."""
+    return (0, nd + 1, *range(1, nd + 1))
+
+
+def _kernel_dims(nd: int) -> tuple[int, ...]:
+    """Dimension numbers (out feature, in feature, *spatial) of a ``(*window, in, out)`` kernel."""
+    return (nd + 1, nd, *range(nd))
+
+
+def flip_and_swap(w: jax.Array, groups: int) -> jax.Array:
+    """The kernel of the input-gradient correlation: every spatial axis reversed and, within each group,
+    in/out channels exchanged: ``(*window, C_in//g, C_out)`` -> ``(*window, C_out//g, C_in)``."""
+    nd = w.ndim - 2
+    *window, c_in_g, c_out = w.shape
+    w = lax.rev(w, tuple(range(nd)))
+    w = w.reshape(*window, c_in_g, groups, c_out // groups)
+    w = jnp.swapaxes(w, nd, nd + 2)  # (*window, C_out//g, g, C_in//g): group j's outputs become inputs
+    return w.reshape(*window, c_out // groups, groups * c_in_g)
+
+
+def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``z = conv(x, w)``: the correlation in the module docstring."""
+    nd = x.ndim - 2
+    return lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=spec.strides,
+        padding=spec.padding,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd)),
+        feature_group_count=spec.groups,
+    )
+
+
+def upsample(dz: jax.Array, strides: tuple[int, ...], pads: Pads) -> jax.Array:
+    """Put ``s - 1`` zeros between neighbouring cotangent samples along each spatial axis, then pad
+    (or crop, where negative) by ``pads``; batch and channel axes are untouched."""
+    config = [(0, 0, 0), *((lo, hi, s - 1) for s, (lo, hi) in zip(strides, pads)), (0, 0, 0)]
+    return lax.pad(dz, jnp.zeros((), dz.dtype), config)
+
+
+def input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    """``dx``: the upsampled, padded cotangent correlated at stride 1 with the flipped, swapped kernel."""
+    nd = dz.ndim - 2
+    window = w.shape[:nd]
+    pads = tuple(
+        input_grad_padding(n, k, s, d, lo, hi)
+        for n, k, s, d, (lo, hi) in zip(in_spatial, window, spec.strides, spec.dilation, spec.padding)
+    )
+    return lax.conv_general_dilated(
+        upsample(dz, spec.strides, pads),
+        flip_and_swap(w, spec.groups),
+        window_strides=(1,) * nd,
+        padding=((0, 0),) * nd,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd)),
+        feature_group_count=spec.groups,
+    )
+
+
+def weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    """``dw``: the padded input correlated with the cotangent (dilated by the stride, sliding with the
+    dilation), batch and space contracted, one block of channels per group."""
+    nd = x.ndim - 2
+    pads = tuple(
+        weight_grad_padding(n, k, s, d, lo, hi)
+        for n, k, s, d, (lo, hi) in zip(x.shape[1:-1], window, spec.strides, spec.dilation, spec.padding)
+    )
+    # Batch plays the contracted feature: x's channels become the "batch" (split into groups by
+    # batch_group_count), the cotangent's batch its "input feature", its channels the "output feature".
+    dims = lax.ConvDimensionNumbers(
+        lhs_spec=(nd + 1, 0, *range(1, nd + 1)),
+        rhs_spec=(nd + 1, 0, *range(1, nd + 1)),
+        out_spec=(nd, nd + 1, *range(nd)),  # -> (*window, C_in // g, C_out)
+    )
+    return lax.conv_general_dilated(
+        x,
+        dz,
+        window_strides=spec.dilation,
+        padding=pads,
+        rhs_dilation=spec.strides,
+        dimension_numbers=dims,
+        batch_group_count=spec.groups,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# conv
+# ---------------------------------------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    return forward(x, w, spec)
+
+
+def _conv_fwd(x, w, spec):
+    return forward(x, w, spec), (x, w)
+
+
+def _conv_bwd(spec, residuals, dz):
+    x, w = residuals
+    nd = x.ndim - 2
+    dx = input_grad(dz, w, x.shape[1:-1], spec)
+    dw = weight_grad(x, dz, w.shape[:nd], spec)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv(x: Any, w: Any, *, stride: Any = 1, padding: Any = "VALID", dilation: Any = 1, groups: int = 1):
+    """N-d convolution (cross-correlation) of channels-last ``x`` with ``w``, hand-derived VJP.
+
+    Args:
+      x: ``(N, *spatial, C_in)`` with 1, 2 or 3 spatial axes.
+      w: ``(*window, C_in // groups, C_out)``.
+      stride: int or tuple of ints, one per spatial axis.
+      padding: ``"VALID"``, ``"SAME"``, an int (symmetric), or a sequence with, per spatial axis, an int
+        or a ``(lo, hi)`` pair; non-negative.
+      dilation: int or tuple, the kernel's dilation (holes between taps).
+      groups: feature groups; ``groups = C_in`` with ``C_out = m * C_in`` is depthwise.
+
+    Returns:
+      ``(N, *out_spatial, C_out)`` with ``out = floor((n + lo + hi - d(k-1) - 1) / s) + 1``.
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    return _conv(x, w, conv_spec(x, w, stride, padding, dilation, groups))
+
+
+# ---------------------------------------------------------------------------------------------
+# conv_transpose
+# ---------------------------------------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_transpose(x: jax.Array, w: jax.Array, spec: ConvSpec, out_spatial: tuple[int, ...]) -> jax.Array:
+    return input_grad(x, w, out_spatial, spec)
+
+
+def _conv_transpose_fwd(x, w, spec, out_spatial):
+    return input_grad(x, w, out_spatial, spec), (x, w)
+
+
+def _conv_transpose_bwd(spec, out_spatial, residuals, dy):
+    x, w = residuals
+    nd = x.ndim - 2
+    # y = A^T x, so dx = A dy and dw is A's weight gradient with input dy and cotangent x.
+    dx = forward(dy, w, spec)
+    dw = weight_grad(dy, x, w.shape[:nd], spec)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+def conv_transpose(
+    x: Any,
+    w: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    output_padding: Any = 0,
+    groups: int = 1,
+):
+    """Transposed ("expanding") convolution with PyTorch's semantics, hand-derived VJP.
+
+    ``conv_transpose(y, w, ...)`` is the adjoint of ``conv(., w, stride=stride, padding=padding,
+    dilation=dilation, groups=groups)``: ``<conv(a, w), b> = <a, conv_transpose(b, w)>`` whenever the
+    shapes match (``output_padding`` picks among the input lengths a strided conv maps to one length).
+
+    Args:
+      x: ``(N, *spatial, C_in)``.
+      w: laid out as the kernel of the convolution being transposed, ``(*window, C_out // groups, C_in)``.
+      stride, dilation: ints or tuples.
+      padding: an int or per-axis ints / ``(lo, hi)`` pairs, removed from the output as in PyTorch.
+      output_padding: extra rows at the end of each axis, ``0 <= output_padding < max(stride, dilation)``.
+      groups: feature groups.
+
+    Returns:
+      ``(N, *out_spatial, C_out)`` with ``out = (n-1)s - lo - hi + d(k-1) + 1 + output_padding``.
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    spec, out_spatial = conv_transpose_spec(x, w, stride, padding, dilation, output_padding, groups)
+    return _conv_transpose(x, w, spec, out_spatial)
+
+
+def output_shape(in_shape, window, c_out, spec: ConvSpec) -> tuple[int, ...]:
+    """The shape ``conv`` returns for an input of ``in_shape``, computed on ints (no tracing)."""
+    spatial = tuple(
+        conv_output_size(n, k, s, d, lo, hi)
+        for n, k, s, d, (lo, hi) in zip(in_shape[1:-1], window, spec.strides, spec.dilation, spec.padding)
+    )
+    return (in_shape[0], *spatial, c_out)

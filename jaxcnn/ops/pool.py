@@ -1,0 +1,338 @@
+r"""Max, average and Lp pooling (windowed and global), channels-last, with hand-derived VJPs.
+
+A window of ``K = prod(window)`` offsets ``u`` slides with stride ``s`` over ``xpad`` (``x`` padded by
+``(lo, hi)``); write ``x_u[i] = xpad[s*i + u]`` for the strided slice at offset ``u``:
+
+- max:  ``y[i] = max_u x_u[i]``;  ``dx[p] = sum_{i,u: s*i+u = p+lo} 1[u = u*(i)] dy[i]`` where ``u*(i)`` is
+  the **first** maximum of window ``i`` in row-major order (the rule of XLA's select-and-scatter and
+  PyTorch's CPU kernel). Padding counts as ``-inf``.
+- mean: ``y[i] = (1/K_i) sum_u x_u[i]``; ``dx[p] = sum_{i,u: s*i+u = p+lo} dy[i] / K_i`` with ``K_i = K``,
+  or the number of in-bounds elements of window ``i`` when ``count_include_pad=False``.
+- Lp:   ``y[i] = ((1/K) sum_u |x_u[i]|^p)^(1/p)``;
+  ``dx[p] = |x[p]|^(p-1) sign(x[p]) * sum_{i,u: s*i+u = p+lo} dy[i] y[i]^(1-p) / K``, and 0 where a window is
+  all zero (``y = 0``), so no NaN.
+
+Every backward pass is one adjoint: :func:`scatter_windows` sends per-window values ``g_u[i]`` back to
+``p = s*i + u - lo`` and sums where windows overlap. It is ``K`` zero-interleaving ``lax.pad`` calls,
+the transpose of the ``K`` strided slices, so the gradients are exact and differentiable again.
+
+Global pooling reduces every spatial axis: ``(N, *spatial, C) -> (N, C)``; its gradient is ``dy / S``
+broadcast (mean) or ``dy`` at the first maximum (max).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._padding import Pads, conv_output_size, normalize_padding, normalize_tuple
+from ._validate import check_floating, spatial_rank
+
+__all__ = [
+    "max_pool",
+    "avg_pool",
+    "lp_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "PoolSpec",
+    "pool_spec",
+]
+
+
+class PoolSpec(NamedTuple):
+    window: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Pads
+    in_spatial: tuple[int, ...]  # the input's spatial shape, so a backward pass needs no residual for it
+
+
+def pool_spec(x: Any, window: Any, stride: Any, padding: Any, op: str) -> PoolSpec:
+    """Validate a pooling op's arguments against ``x`` and normalise them."""
+    check_floating(x, "x", op)
+    nd = spatial_rank(x, "x", op, extra_dims=2)
+    window = normalize_tuple(window, nd, "window")
+    strides = window if stride is None else normalize_tuple(stride, nd, "stride")
+    spatial = x.shape[1:-1]
+    pads = normalize_padding(padding, spatial, window, strides, (1,) * nd)
+    for axis, (n, k, (lo, hi)) in enumerate(zip(spatial, window, pads)):
+        if lo >= k or hi >= k:
+            raise ValueError(
+                f"{op}: padding must be smaller than the window so that no window is all padding, "
+                f"got padding {(lo, hi)} with window {k} along spatial axis {axis}"
+            )
+        if k > n + lo + hi:
+            raise ValueError(
+                f"{op}: window {k} is larger than the padded input along spatial axis {axis} "
+                f"(size {n} + padding {(lo, hi)} = {n + lo + hi})"
+            )
+    return PoolSpec(window, strides, pads, tuple(spatial))
+
+
+def _out_spatial(spatial, spec: PoolSpec) -> tuple[int, ...]:
+    return tuple(
+        conv_output_size(n, k, s, 1, lo, hi) for n, k, s, (lo, hi) in zip(spatial, spec.window, spec.strides, spec.padding)
+    )
+
+
+def _full(spec_pads: Pads) -> list[tuple[int, int]]:
+    return [(0, 0), *spec_pads, (0, 0)]
+
+
+def _reduce_window(x: jax.Array, init: float, op, spec: PoolSpec) -> jax.Array:
+    return lax.reduce_window(
+        x,
+        jnp.asarray(init, x.dtype),
+        op,
+        (1, *spec.window, 1),
+        (1, *spec.strides, 1),
+        _full(spec.padding),
+    )
+
+
+def window_offsets(window: tuple[int, ...]):
+    """The ``K`` offsets of a window in row-major order (the order that breaks max-pool ties)."""
+    return itertools.product(*(range(k) for k in window))
+
+
+def window_slices(x: jax.Array, pad_value: float, spec: PoolSpec) -> list[jax.Array]:
+    """``[x_u for u in window]``: the strided slice of the padded input at each window offset."""
+    out = _out_spatial(x.shape[1:-1], spec)
+    xpad = lax.pad(x, jnp.asarray(pad_value, x.dtype), [(lo, hi, 0) for lo, hi in _full(spec.padding)])
+    slices = []
+    for u in window_offsets(spec.window):
+        start = (0, *u, 0)
+        limit = (x.shape[0], *(ui + s * (o - 1) + 1 for ui, s, o in zip(u, spec.strides, out)), x.shape[-1])
+        slices.append(lax.slice(xpad, start, limit, (1, *spec.strides, 1)))
+    return slices
+
+
+def scatter_windows(per_offset: list[jax.Array], in_spatial: tuple[int, ...], spec: PoolSpec) -> jax.Array:
+    """The adjoint of :func:`window_slices` (cropping the padding): ``dx[p] = sum_{s*i+u = p+lo} g_u[i]``.
+
+    Offset ``u``'s values land at ``p = s*i + u - lo``: insert ``s - 1`` zeros between them (interior
+    padding), pad ``u - lo`` before, and whatever completes the length ``n`` after; negative pads crop.
+    """
+    total = None
+    for u, g in zip(window_offsets(spec.window), per_offset):
+        config = [(0, 0, 0)]
+        for n, ui, s, (lo, _), o in zip(in_spatial, u, spec.strides, spec.padding, g.shape[1:-1]):
+            before = ui - lo
+            config.append((before, n - before - (s * (o - 1) + 1), s - 1))
+        config.append((0, 0, 0))
+        placed = lax.pad(g, jnp.zeros((), g.dtype), config)
+        total = placed if total is None else total + placed
+    return total
+
+
+def _window_counts(spatial, spec: PoolSpec, include_pad: bool) -> np.ndarray:
+    """``K_i`` per output position, shape ``(1, *out, 1)``, computed with NumPy at trace time."""
+    if include_pad:
+        return np.full((1,) * (len(spatial) + 2), math.prod(spec.window), dtype=np.float64)
+    counts = np.ones(1)
+    for n, k, s, (lo, hi) in zip(spatial, spec.window, spec.strides, spec.padding):
+        o = conv_output_size(n, k, s, 1, lo, hi)
+        starts = np.arange(o) * s - lo
+        axis_counts = np.minimum(starts + k, n) - np.maximum(starts, 0)
+        counts = np.multiply.outer(counts, axis_counts)
+    return counts.reshape(1, *counts.shape[1:], 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# max pool
+# ---------------------------------------------------------------------------------------------
+
+
+def first_argmax(slices: list[jax.Array]) -> jax.Array:
+    """Index of the first maximum across the window slices (ties go to the earliest offset)."""
+    return jnp.argmax(jnp.stack(slices), axis=0)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x, spec):
+    return _reduce_window(x, -jnp.inf, lax.max, spec)
+
+
+def _max_pool_fwd(x, spec):
+    return _max_pool(x, spec), x
+
+
+def _max_pool_bwd(spec, x, dy):
+    winner = first_argmax(window_slices(x, -jnp.inf, spec))
+    zero = jnp.zeros((), dy.dtype)
+    routed = [jnp.where(winner == u, dy, zero) for u in range(math.prod(spec.window))]
+    return (scatter_windows(routed, x.shape[1:-1], spec).astype(x.dtype),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID"):
+    """Max pooling of ``(N, *spatial, C)``; ``stride=None`` means ``stride = window``; padding is ``-inf``.
+
+    The gradient of each window goes to its first maximum in row-major order.
+    """
+    x = jnp.asarray(x)
+    return _max_pool(x, pool_spec(x, window, stride, padding, "max_pool"))
+
+
+# ---------------------------------------------------------------------------------------------
+# average pool
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean_pool_adjoint(dy: jax.Array, in_spatial, spec: PoolSpec, counts: np.ndarray) -> jax.Array:
+    """``dx[p] = sum_{s*i+u = p+lo} dy[i] / K_i``: every offset receives the same share."""
+    share = dy / counts.astype(dy.dtype)
+    return scatter_windows([share] * math.prod(spec.window), in_spatial, spec)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _avg_pool(x, spec, count_include_pad):
+    counts = _window_counts(x.shape[1:-1], spec, count_include_pad)
+    return _reduce_window(x, 0.0, lax.add, spec) / counts.astype(x.dtype)
+
+
+def _avg_pool_fwd(x, spec, count_include_pad):
+    return _avg_pool(x, spec, count_include_pad), None
+
+
+def _avg_pool_bwd(spec, count_include_pad, _, dy):
+    counts = _window_counts(spec.in_spatial, spec, count_include_pad)
+    return (_mean_pool_adjoint(dy, spec.in_spatial, spec, counts),)  # linear: dx has dy's dtype
+
+
+_avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
+
+
+def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID", count_include_pad: bool = True):
+    """Average pooling; ``count_include_pad=False`` divides by the in-bounds count of each window."""
+    x = jnp.asarray(x)
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
+    return _avg_pool(x, pool_spec(x, window, stride, padding, "avg_pool"), count_include_pad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lp pool
+# ---------------------------------------------------------------------------------------------
+
+
+def check_p(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"lp_pool: p must be a real number >= 1, got {p!r}")
+    if not (1 <= p < math.inf):
+        raise ValueError(f"lp_pool: p must be a finite real number >= 1, got {p!r}")
+    return float(p)
+
+
+def _lp_forward(x, spec, p):
+    k = math.prod(spec.window)
+    return (_reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / k) ** (1.0 / p)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _lp_pool(x, spec, p):
+    return _lp_forward(x, spec, p)
+
+
+def _lp_pool_fwd(x, spec, p):
+    y = _lp_forward(x, spec, p)
+    return y, (x, y)
+
+
+def _lp_pool_bwd(spec, p, residuals, dy):
+    x, y = residuals
+    nonzero = y > 0
+    y_safe = jnp.where(nonzero, y, jnp.ones((), y.dtype))
+    scaled = jnp.where(nonzero, dy * y_safe ** (1.0 - p), jnp.zeros((), dy.dtype))
+    counts = _window_counts(spec.in_spatial, spec, include_pad=True)
+    spread = _mean_pool_adjoint(scaled, spec.in_spatial, spec, counts)
+    # |x|^(p-1) sign(x) depends only on the input position, so it factors out of the window sum.
+    return ((spread * jnp.abs(x) ** (p - 1.0) * jnp.sign(x)).astype(x.dtype),)
+
+
+_lp_pool.defvjp(_lp_pool_fwd, _lp_pool_bwd)
+
+
+def lp_pool(x: Any, window: Any, *, p: float, stride: Any = None, padding: Any = "VALID"):
+    """Power-mean pooling ``y = (mean over window of |x|^p)^(1/p)``, ``p >= 1``; padding counts as 0.
+
+    ``p = 1`` is the mean of ``|x|``; large ``p`` approaches max pooling of ``|x|``. The gradient is 0
+    where a window is all zero.
+    """
+    x = jnp.asarray(x)
+    return _lp_pool(x, pool_spec(x, window, stride, padding, "lp_pool"), check_p(p))
+
+
+# ---------------------------------------------------------------------------------------------
+# global pools
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat_spatial(x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _global_avg_pool(x, shape):
+    return jnp.mean(_flat_spatial(x), axis=1)
+
+
+def _global_avg_pool_fwd(x, shape):
+    return _global_avg_pool(x, shape), None
+
+
+def _global_avg_pool_bwd(shape, _, dy):
+    size = math.prod(shape[1:-1])
+    dx = jnp.broadcast_to((dy / size)[:, None, :], (shape[0], size, shape[-1]))
+    return (dx.reshape(shape),)
+
+
+_global_avg_pool.defvjp(_global_avg_pool_fwd, _global_avg_pool_bwd)
+
+
+@jax.custom_vjp
+def _global_max_pool(x):
+    return jnp.max(_flat_spatial(x), axis=1)
+
+
+def _global_max_pool_fwd(x):
+    return _global_max_pool(x), x
+
+
+def _global_max_pool_bwd(x, dy):
+    flat = _flat_spatial(x)
+    winner = jnp.argmax(flat, axis=1)  # first maximum in row-major order
+    routed = jnp.where(jnp.arange(flat.shape[1])[None, :, None] == winner[:, None, :], dy[:, None, :], 0)
+    return (routed.reshape(x.shape).astype(x.dtype),)
+
+
+_global_max_pool.defvjp(_global_max_pool_fwd, _global_max_pool_bwd)
+
+
+def _check_global(x: Any, op: str) -> jax.Array:
+    x = jnp.asarray(x)
+    check_floating(x, "x", op)
+    spatial_rank(x, "x", op, extra_dims=2)
+    if any(n == 0 for n in x.shape[1:-1]):
+        raise ValueError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
+    return x
+
+
+def global_avg_pool(x: Any):
+    """Mean over every spatial axis: ``(N, *spatial, C) -> (N, C)``."""
+    x = _check_global(x, "global_avg_pool")
+    return _global_avg_pool(x, tuple(x.shape))
+
+
+def global_max_pool(x: Any):
+    """Max over every spatial axis: ``(N, *spatial, C) -> (N, C)``; the gradient goes to the first maximum."""
+    return _global_max_pool(_check_global(x, "global_max_pool"))

@@ -1,0 +1,201 @@
+"""Reference twins of every op: the same signatures and checks, built from ``lax`` primitives and
+differentiated by JAX's own autodiff. They are the oracle that tests, ``jaxcnn gradcheck`` and the
+benchmarks compare the hand-derived VJPs against; nothing here has a ``custom_vjp``.
+
+``conv_transpose`` is written from its definition (zeros between input samples, padding, a stride-1
+correlation with the flipped kernel: ``lhs_dilation`` in ``conv_general_dilated``), independently of
+the hand-derived code, and tested as the adjoint of ``conv``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+from jax import lax
+
+from .losses import check_labels
+from .ops._padding import dilated_size
+from .ops._validate import check_axis, check_floating
+from .ops.conv import conv_spec, conv_transpose_spec
+from .ops.dense import check_dense
+from .ops.norm import check_batch_norm
+from .ops.pool import _check_global, check_p, pool_spec
+
+__all__ = [
+    "conv",
+    "conv_transpose",
+    "max_pool",
+    "avg_pool",
+    "lp_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "dense",
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "batch_norm",
+    "softmax_cross_entropy",
+    "mse",
+]
+
+
+def _dims(nd: int) -> lax.ConvDimensionNumbers:
+    spatial = tuple(range(1, nd + 1))
+    return lax.ConvDimensionNumbers((0, nd + 1, *spatial), (nd + 1, nd, *range(nd)), (0, nd + 1, *spatial))
+
+
+def conv(x: Any, w: Any, *, stride: Any = 1, padding: Any = "VALID", dilation: Any = 1, groups: int = 1):
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    spec = conv_spec(x, w, stride, padding, dilation, groups)
+    return lax.conv_general_dilated(
+        x, w, spec.strides, spec.padding, rhs_dilation=spec.dilation,
+        dimension_numbers=_dims(x.ndim - 2), feature_group_count=spec.groups,
+    )
+
+
+def conv_transpose(
+    x: Any, w: Any, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1, output_padding: Any = 0, groups: int = 1
+):
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    spec, out_spatial = conv_transpose_spec(x, w, stride, padding, dilation, output_padding, groups)
+    nd = x.ndim - 2
+    window = w.shape[:nd]
+    # Full correlation of the zero-interleaved input: pad kd - 1 on both sides, minus the removed
+    # padding; the end is then padded or cropped to the requested output length.
+    pads = []
+    for n, k, s, d, (lo, _), m in zip(x.shape[1:-1], window, spec.strides, spec.dilation, spec.padding, out_spatial):
+        before = dilated_size(k, d) - 1 - lo
+        dilated_len = (n - 1) * s + 1
+        pads.append((before, m + dilated_size(k, d) - 1 - before - dilated_len))
+    # The kernel of the transposed map: spatially reversed, in/out channels exchanged within each group.
+    *_, c_out_g, c_in = w.shape
+    g = spec.groups
+    wt = jnp.flip(w, axis=tuple(range(nd))).reshape(*window, c_out_g, g, c_in // g)
+    wt = jnp.swapaxes(wt, nd, nd + 2).reshape(*window, c_in // g, g * c_out_g)
+    return lax.conv_general_dilated(
+        x, wt, (1,) * nd, pads, lhs_dilation=spec.strides, rhs_dilation=spec.dilation,
+        dimension_numbers=_dims(nd), feature_group_count=g,
+    )
+
+
+def _reduce_window(x, init, op, spec):
+    return lax.reduce_window(
+        x, jnp.asarray(init, x.dtype), op, (1, *spec.window, 1), (1, *spec.strides, 1),
+        [(0, 0), *spec.padding, (0, 0)],
+    )
+
+
+def max_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID"):
+    x = jnp.asarray(x)
+    return _reduce_window(x, -jnp.inf, lax.max, pool_spec(x, window, stride, padding, "max_pool"))
+
+
+def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID", count_include_pad: bool = True):
+    x = jnp.asarray(x)
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
+    spec = pool_spec(x, window, stride, padding, "avg_pool")
+    if count_include_pad:
+        return _reduce_window(x, 0.0, lax.add, spec) / math.prod(spec.window)
+    counts = _reduce_window(jnp.ones_like(x), 0.0, lax.add, spec)
+    return _reduce_window(x, 0.0, lax.add, spec) / counts
+
+
+def lp_pool(x: Any, window: Any, *, p: float, stride: Any = None, padding: Any = "VALID"):
+    x = jnp.asarray(x)
+    spec = pool_spec(x, window, stride, padding, "lp_pool")
+    p = check_p(p)
+    return (_reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / math.prod(spec.window)) ** (1 / p)
+
+
+def _global(x, init, op):
+    window = (1, *x.shape[1:-1], 1)
+    return lax.reduce_window(x, jnp.asarray(init, x.dtype), op, window, window, "VALID").reshape(x.shape[0], x.shape[-1])
+
+
+def global_avg_pool(x: Any):
+    x = _check_global(x, "global_avg_pool")
+    return _global(x, 0.0, lax.add) / math.prod(x.shape[1:-1])
+
+
+def global_max_pool(x: Any):
+    # reduce_window's autodiff is select-and-scatter: the first maximum wins ties, as in the op.
+    # (jnp.max would split a tie's gradient instead.)
+    return _global(_check_global(x, "global_max_pool"), -jnp.inf, lax.max)
+
+
+def dense(x: Any, w: Any, b: Any = None):
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    check_dense(x, w, b)
+    y = lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+    return y if b is None else y + b
+
+
+def _floating(x, op):
+    x = jnp.asarray(x)
+    check_floating(x, "x", op)
+    return x
+
+
+def relu(x: Any):
+    x = _floating(x, "relu")
+    return lax.select(x > 0, x, jnp.zeros_like(x))
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01):
+    x = _floating(x, "leaky_relu")
+    return lax.select(x > 0, x, negative_slope * x)
+
+
+def sigmoid(x: Any):
+    return lax.logistic(_floating(x, "sigmoid"))
+
+
+def tanh(x: Any):
+    return lax.tanh(_floating(x, "tanh"))
+
+
+def log_softmax(x: Any, axis: int = -1):
+    x = _floating(x, "log_softmax")
+    axis = check_axis(axis, x.ndim, "log_softmax")
+    z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
+
+
+def softmax(x: Any, axis: int = -1):
+    x = _floating(x, "softmax")
+    axis = check_axis(axis, x.ndim, "softmax")
+    e = jnp.exp(x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)))
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
+    x, scale, offset, epsilon = check_batch_norm(x, scale, offset, epsilon)
+    axes = tuple(range(x.ndim - 1))
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = jnp.mean(xf, axis=axes)
+    var = jnp.mean(jnp.square(xf - mean), axis=axes)
+    y = (xf - mean) * lax.rsqrt(var + epsilon) * scale + offset
+    return y.astype(x.dtype), mean, var
+
+
+def softmax_cross_entropy(logits: Any, labels: Any):
+    logits, labels = check_labels(logits, labels)
+    log_p = log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_p, labels[..., None], axis=-1))
+
+
+def mse(pred: Any, target: Any):
+    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    check_floating(pred, "pred", "mse")
+    check_floating(target, "target", "mse")
+    if pred.shape != target.shape:
+        raise ValueError(f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    return jnp.mean(jnp.square(pred - target))
+
