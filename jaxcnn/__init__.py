@@ -17,3 +17,27 @@ __version__ = "0.1.0"
 __all__ = ["ops", "reference", "losses", "gradcheck"]
 
 # --- layers, combinators and models (issue 3) -------------------------------------------------
+
+from . import combinators as combinators
+from . import initializers as initializers
+from . import layers as layers
+from . import models as models
+from .combinators import concatenate as concatenate
+from .combinators import fan_out as fan_out
+from .combinators import parallel as parallel
+from .combinators import residual as residual
+from .combinators import serial as serial
+from .layers import Layer as Layer
+
+__all__ += [
+    "layers",
+    "combinators",
+    "initializers",
+    "models",
+    "Layer",
+    "serial",
+    "parallel",
+    "fan_out",
+    "concatenate",
+    "residual",
+]

@@ -18,6 +18,7 @@ from jax import lax
 from .losses import check_labels
 from .ops._padding import dilated_size
 from .ops._validate import check_axis, check_floating
+from .ops.activation import check_negative_slope
 from .ops.conv import conv_spec, conv_transpose_spec
 from .ops.dense import check_dense
 from .ops.norm import check_batch_norm
@@ -150,7 +151,7 @@ def relu(x: Any):
 
 def leaky_relu(x: Any, negative_slope: float = 0.01):
     x = _floating(x, "leaky_relu")
-    return lax.select(x > 0, x, negative_slope * x)
+    return lax.select(x > 0, x, check_negative_slope(negative_slope) * x)
 
 
 def sigmoid(x: Any):

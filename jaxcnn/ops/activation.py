@@ -81,11 +81,15 @@ def _leaky_relu_bwd(negative_slope, x, dy):
 _leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 
 
-def leaky_relu(x: Any, negative_slope: float = 0.01):
-    """``x`` where ``x > 0`` else ``negative_slope * x``; the gradient at 0 is ``negative_slope``."""
+def check_negative_slope(negative_slope: Any) -> float:
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
         raise TypeError(f"leaky_relu: negative_slope must be a real number, got {negative_slope!r}")
-    return _leaky_relu(_floating(x, "leaky_relu"), float(negative_slope))
+    return float(negative_slope)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01):
+    """``x`` where ``x > 0`` else ``negative_slope * x``; the gradient at 0 is ``negative_slope``."""
+    return _leaky_relu(_floating(x, "leaky_relu"), check_negative_slope(negative_slope))
 
 
 # sigmoid ---------------------------------------------------------------------------------------

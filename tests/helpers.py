@@ -1,0 +1,47 @@
+"""Shared test utilities: compare an op's value and VJP with its reference twin's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn.gradcheck import relative_error
+
+F64_RTOL = 1e-10
+F32_RTOL = 2e-5
+
+
+def assert_close(actual, expected, rtol, what=""):
+    err = relative_error(actual, expected)
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:.1g}"
+
+
+def assert_matches_reference(op, ref, args, *, rtol=F64_RTOL, seed=0, **kwargs):
+    """``op(*args, **kwargs)`` and its VJP with a random cotangent equal ``ref``'s (autodiff) ones.
+
+    Integer arguments are held fixed. Returns the op's output for further checks.
+    """
+    floats = [i for i, a in enumerate(args) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)]
+
+    def bind(fn):
+        def f(*float_args):
+            full = list(args)
+            for i, a in zip(floats, float_args):
+                full[i] = a
+            return fn(*full, **kwargs)
+
+        return f
+
+    float_args = [jnp.asarray(args[i]) for i in floats]
+    y, vjp = jax.vjp(bind(op), *float_args)
+    y_ref, vjp_ref = jax.vjp(bind(ref), *float_args)
+    assert jax.tree_util.tree_structure(y) == jax.tree_util.tree_structure(y_ref)
+    for a, b in zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(y_ref)):
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, a.dtype, b.shape, b.dtype)
+    assert_close(y, y_ref, rtol, "value")
+    rng = np.random.default_rng(seed)
+    cot = jax.tree_util.tree_map(lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape), leaf.dtype), y)
+    grads, grads_ref = vjp(cot), vjp_ref(cot)
+    for i, (g, gr) in enumerate(zip(grads, grads_ref)):
+        assert g.shape == gr.shape and g.dtype == float_args[i].dtype, (g.shape, g.dtype, float_args[i].dtype)
+        assert_close(g, gr, rtol, f"cotangent of argument {floats[i]}")
+    return y
