@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GradcheckReport", "check", "relative_error", "AUTODIFF_RTOL", "FD_RTOL"]
+__all__ = ["GradcheckReport", "check", "relative_error", "Case", "default_cases", "run_case", "AUTODIFF_RTOL", "FD_RTOL"]
 
 AUTODIFF_RTOL = 1e-10  # hand-derived vs autodiff in float64: only rounding may differ
 FD_RTOL = 1e-6  # central differences in float64 with eps ~ 1e-6: O(eps^2) truncation + O(1e-16/eps) rounding
@@ -159,3 +159,110 @@ def check(
             grad_err = relative_error(grads, ref_grads)
             ref_vs_fd = _fd_error(reference, args64, mask, u, ref_grads, directions, eps)
         return GradcheckReport(value_err, grad_err, grad_vs_fd, ref_vs_fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep behind `jaxcnn gradcheck`: every op over a spread of configurations
+# ---------------------------------------------------------------------------------------------
+
+
+class Case(NamedTuple):
+    op: str  # the name in jaxcnn.ops / jaxcnn.losses and in jaxcnn.reference
+    config: str  # human-readable configuration
+    shapes: tuple[tuple[int, ...], ...]  # float argument shapes; "labels" cases add integer labels
+    kwargs: dict
+
+
+def _conv_cases() -> list[Case]:
+    cases = []
+    for x, w, kw in [
+        ((2, 9, 3), (3, 3, 4), dict()),
+        ((2, 10, 4), (2, 2, 6), dict(stride=3, padding="SAME", groups=2)),
+        ((2, 8, 7, 3), (3, 3, 3, 4), dict(stride=2, padding=1)),
+        ((2, 9, 8, 4), (3, 2, 2, 6), dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2)),
+        ((2, 7, 7, 3), (2, 2, 3, 2), dict(stride=4)),  # stride > kernel: unreached rows
+        ((1, 8, 8, 4), (3, 3, 1, 8), dict(stride=2, padding="SAME", groups=4)),  # depthwise, multiplier 2
+        ((2, 9, 9, 2), (3, 3, 2, 3), dict(dilation=3, padding=((2, 0), (0, 3)))),
+        ((1, 5, 6, 4, 2), (2, 3, 2, 2, 3), dict(stride=(2, 1, 2), padding=1, dilation=(1, 1, 2))),
+    ]:
+        cases.append(Case("conv", _describe(kw, x, w), (x, w), kw))
+    return cases
+
+
+def _conv_transpose_cases() -> list[Case]:
+    cases = []
+    for x, w, kw in [
+        ((2, 5, 3), (3, 4, 3), dict(stride=2)),
+        ((2, 4, 4, 3), (3, 3, 2, 3), dict(stride=2, padding=1, output_padding=1)),
+        ((2, 5, 4, 6), (3, 3, 4, 6), dict(stride=(2, 3), padding=((1, 0), (2, 1)), dilation=(2, 1), output_padding=(1, 2))),
+        ((2, 5, 6), (3, 2, 6), dict(stride=2, dilation=3, groups=3, output_padding=2)),
+        ((1, 3, 3, 3, 2), (2, 2, 2, 3, 2), dict(stride=2, padding=(1, 0, 0))),
+    ]:
+        cases.append(Case("conv_transpose", _describe(kw, x, w), (x, w), kw))
+    return cases
+
+
+def _pool_cases() -> list[Case]:
+    cases = []
+    for x, kw in [
+        ((2, 8, 8, 3), dict(window=2)),
+        ((2, 7, 6, 3), dict(window=(3, 2), stride=(2, 1), padding="SAME")),
+        ((2, 9, 2), dict(window=3, stride=2, padding=((1, 2),))),
+        ((1, 4, 5, 4, 2), dict(window=2, stride=1)),
+    ]:
+        for op, extra in [("max_pool", {}), ("avg_pool", {}), ("lp_pool", dict(p=3))]:
+            cases.append(Case(op, _describe({**kw, **extra}, x), (x,), {**kw, **extra}))
+        if "padding" in kw:
+            kw2 = {**kw, "count_include_pad": False}
+            cases.append(Case("avg_pool", _describe(kw2, x), (x,), kw2))
+    cases.append(Case("lp_pool", _describe(dict(window=2, p=1.5), (2, 6, 6, 2)), ((2, 6, 6, 2),), dict(window=2, p=1.5)))
+    for x in [(2, 5, 3), (2, 4, 5, 3), (1, 3, 3, 3, 2)]:
+        cases.append(Case("global_avg_pool", _describe({}, x), (x,), {}))
+        cases.append(Case("global_max_pool", _describe({}, x), (x,), {}))
+    return cases
+
+
+def _elementwise_cases() -> list[Case]:
+    cases = [
+        Case("dense", _describe({}, (4, 5), (5, 3), (3,)), ((4, 5), (5, 3), (3,)), {}),
+        Case("dense", _describe({}, (2, 3, 5), (5, 4)), ((2, 3, 5), (5, 4)), {}),
+    ]
+    for op in ("relu", "sigmoid", "tanh"):
+        cases.append(Case(op, _describe({}, (4, 6)), ((4, 6),), {}))
+    cases.append(Case("leaky_relu", _describe(dict(negative_slope=0.2), (4, 6)), ((4, 6),), dict(negative_slope=0.2)))
+    for op in ("softmax", "log_softmax"):
+        for axis in (-1, 0):
+            cases.append(Case(op, _describe(dict(axis=axis), (4, 6)), ((4, 6),), dict(axis=axis)))
+    for x in [(8, 3), (4, 3, 3, 5)]:
+        c = x[-1]
+        cases.append(Case("batch_norm", _describe({}, x), (x, (c,), (c,)), dict(epsilon=1e-3)))
+    cases.append(Case("softmax_cross_entropy", _describe({}, (6, 4)) + ", labels", ((6, 4),), {}))
+    cases.append(Case("mse", _describe({}, (6, 4), (6, 4)), ((6, 4), (6, 4)), {}))
+    return cases
+
+
+def _describe(kwargs: dict, *shapes) -> str:
+    args = " ".join("x".join(map(str, s)) for s in shapes)
+    opts = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    return f"{args}" + (f" {opts}" if opts else "")
+
+
+def default_cases() -> list[Case]:
+    """The configurations ``jaxcnn gradcheck`` sweeps: 1-D/2-D/3-D, strides (also > kernel), dilation,
+    asymmetric and SAME padding, groups and depthwise, every pool, activation, norm and loss."""
+    return _conv_cases() + _conv_transpose_cases() + _pool_cases() + _elementwise_cases()
+
+
+def run_case(case: Case, seed: int = 0) -> GradcheckReport:
+    """Check one case's op against its reference twin."""
+    from . import losses, ops, reference
+
+    impl = getattr(ops, case.op, None) or getattr(losses, case.op)
+    ref = getattr(reference, case.op)
+    rng = np.random.default_rng(seed)
+    args: list[Any] = [rng.standard_normal(s) for s in case.shapes]
+    if case.op == "softmax_cross_entropy":
+        args.append(rng.integers(0, case.shapes[0][-1], case.shapes[0][:-1]))
+    return check(
+        lambda *a: impl(*a, **case.kwargs), *args, reference=lambda *a: ref(*a, **case.kwargs), seed=seed
+    )
