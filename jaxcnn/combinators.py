@@ -66,7 +66,7 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_shape):
         keys = _split(_init_key(key, "serial"), n)
         params, states, shape = [], [], input_shape
-        for i, (layer, k) in enumerate(zip(layers, keys)):
+        for i, (layer, k) in enumerate(zip(layers, keys, strict=True)):
             try:
                 shape, p, s = layer.init(k, shape)
             except (ValueError, TypeError) as err:
@@ -80,7 +80,7 @@ def serial(*layers: Layer) -> Layer:
         params = _check_children(params, n, "params", "serial")
         state = _check_children(state, n, "state", "serial")
         new_states = []
-        for layer, p, s, k in zip(layers, params, state, _split(key, n)):
+        for layer, p, s, k in zip(layers, params, state, _split(key, n), strict=True):
             x, s = layer.apply(p, s, x, key=k, train=train)
             new_states.append(s)
         return x, tuple(new_states)
@@ -106,7 +106,7 @@ def parallel(*layers: Layer) -> Layer:
         shapes = _inputs(input_shape, "input_shape")
         keys = _split(_init_key(key, "parallel"), n)
         outs, params, states = [], [], []
-        for i, (layer, k, shape) in enumerate(zip(layers, keys, shapes)):
+        for i, (layer, k, shape) in enumerate(zip(layers, keys, shapes, strict=True)):
             try:
                 out, p, s = layer.init(k, shape)
             except (ValueError, TypeError) as err:
@@ -122,7 +122,7 @@ def parallel(*layers: Layer) -> Layer:
         params = _check_children(params, n, "params", "parallel")
         state = _check_children(state, n, "state", "parallel")
         ys, new_states = [], []
-        for layer, p, s, k, xi in zip(layers, params, state, _split(key, n), xs):
+        for layer, p, s, k, xi in zip(layers, params, state, _split(key, n), xs, strict=True):
             y, s = layer.apply(p, s, xi, key=k, train=train)
             ys.append(y)
             new_states.append(s)

@@ -85,7 +85,9 @@ def _fans(shape, fan_in, fan_out) -> tuple[int, int]:
     fan_in = computed_in if fan_in is None else fan_in
     fan_out = computed_out if fan_out is None else fan_out
     if fan_in < 1 or fan_out < 1:
-        raise ValueError(f"initializer: fans must be positive, got fan_in={fan_in}, fan_out={fan_out} for shape {shape}")
+        raise ValueError(
+            f"initializer: fans must be positive, got fan_in={fan_in}, fan_out={fan_out} for shape {tuple(shape)}"
+        )
     return fan_in, fan_out
 
 

@@ -225,6 +225,15 @@ def _struct(shape: Shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((max(shape[0], 1), *shape[1:]), dtype)
 
 
+def _shape_check(layer: str, shape: Shape, check, *args):
+    """Run one of the ops' own argument checks at init, noting which layer and input shape it was for."""
+    try:
+        return check(*args)
+    except (ValueError, TypeError) as err:
+        err.add_note(f"while initialising {layer} on input_shape {shape}")
+        raise
+
+
 def _check_ops(ops: Any, *names: str) -> Any:
     missing = [n for n in names if not callable(getattr(ops, n, None))]
     if missing:
@@ -322,7 +331,9 @@ def Conv(
         if c_in % groups:
             raise ValueError(f"Conv: input channels input_shape[-1] (={c_in}) must be divisible by groups (={groups})")
         kernel_shape = (*window, c_in // groups, features)
-        spec = conv_spec(_struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, groups)
+        spec = _shape_check(
+            "Conv", shape, conv_spec, _struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, groups
+        )
         out = _conv_output_shape(shape, window, features, spec)
         return out, _init_kernel_and_bias(key, kernel_shape, features, kernel_init, bias_init, use_bias), {}
 
@@ -347,9 +358,9 @@ def _transpose_padding(padding, output_padding, window, strides, dilation):
     if isinstance(padding, str):
         if padding.upper() == "VALID":
             return ((0, 0),) * nd, output_padding
-        totals = [max(dilated_size(k, d) - s, 0) for k, s, d in zip(window, strides, dilation)]
+        totals = [max(dilated_size(k, d) - s, 0) for k, s, d in zip(window, strides, dilation, strict=True)]
         pads = tuple((t // 2, t - t // 2) for t in totals)
-        return pads, tuple(max(s - dilated_size(k, d), 0) for k, s, d in zip(window, strides, dilation))
+        return pads, tuple(max(s - dilated_size(k, d), 0) for k, s, d in zip(window, strides, dilation, strict=True))
     return padding, output_padding
 
 
@@ -405,8 +416,9 @@ def ConvTranspose(
             )
         kernel_shape = (*window, features // groups, c_in)
         pads, op = resolve(nd)
-        _, out_spatial = conv_transpose_spec(
-            _struct(shape), _struct(kernel_shape), cfg.strides(nd), pads, dilation, op, groups
+        _, out_spatial = _shape_check(
+            "ConvTranspose", shape, conv_transpose_spec,
+            _struct(shape), _struct(kernel_shape), cfg.strides(nd), pads, dilation, op, groups,
         )
         params = _init_kernel_and_bias(key, kernel_shape, features, kernel_init, bias_init, use_bias)
         return (shape[0], *out_spatial, features), params, {}
@@ -450,7 +462,10 @@ def DepthwiseConv(
         c_in = shape[-1]
         c_out = c_in * depth_multiplier
         kernel_shape = (*window, 1, c_out)
-        spec = conv_spec(_struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, c_in)
+        spec = _shape_check(
+            "DepthwiseConv", shape, conv_spec,
+            _struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, c_in,
+        )
         out = _conv_output_shape(shape, window, c_out, spec)
         return out, _init_kernel_and_bias(key, kernel_shape, c_out, kernel_init, bias_init, use_bias), {}
 
@@ -499,7 +514,10 @@ def SeparableConv(
         c_in = shape[-1]
         c_mid = c_in * depth_multiplier
         dw_shape, pw_shape = (*window, 1, c_mid), (*(1,) * nd, c_mid, features)
-        spec = conv_spec(_struct(shape), _struct(dw_shape), cfg.strides(nd), padding, dilation, c_in)
+        spec = _shape_check(
+            "SeparableConv", shape, conv_spec,
+            _struct(shape), _struct(dw_shape), cfg.strides(nd), padding, dilation, c_in,
+        )
         out = _conv_output_shape(shape, window, features, spec)
         dw_key, pw_key = jax.random.split(key)
         pointwise = _init_kernel_and_bias(pw_key, pw_shape, features, kernel_init, bias_init, use_bias)
@@ -565,7 +583,7 @@ def _pool(layer: str, op_name: str, window, stride, padding, ops, **op_kwargs) -
 
     def init(key, input_shape):
         shape, nd, win = cfg.input(input_shape, layer)
-        spec = pool_spec(_struct(shape), win, cfg.strides(nd), padding, op_name)
+        spec = _shape_check(layer, shape, pool_spec, _struct(shape), win, cfg.strides(nd), padding, op_name)
         out = _conv_output_shape(shape, win, shape[-1], _pool_as_conv(spec))
         return out, {}, {}
 
