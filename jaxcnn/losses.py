@@ -39,7 +39,8 @@ def check_labels(logits: Any, labels: Any, op: str = "softmax_cross_entropy") ->
             f"got {tuple(labels.shape)}"
         )
     if not isinstance(labels, jax.core.Tracer) and labels.size:
-        lo, hi = int(np.min(labels)), int(np.max(labels))
+        values = np.asarray(labels)  # concrete: np.min on a jax Array would trace inside a jit
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= logits.shape[-1]:
             raise ValueError(f"{op}: labels must lie in [0, {logits.shape[-1]}), got values in [{lo}, {hi}]")
     return logits, jnp.asarray(labels)

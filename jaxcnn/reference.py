@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .losses import check_labels
@@ -86,7 +87,7 @@ def conv_transpose(
 
 def _reduce_window(x, init, op, spec):
     return lax.reduce_window(
-        x, jnp.asarray(init, x.dtype), op, (1, *spec.window, 1), (1, *spec.strides, 1),
+        x, np.asarray(init, x.dtype), op, (1, *spec.window, 1), (1, *spec.strides, 1),
         [(0, 0), *spec.padding, (0, 0)],
     )
 
@@ -116,7 +117,7 @@ def lp_pool(x: Any, window: Any, *, p: float, stride: Any = None, padding: Any =
 
 def _global(x, init, op):
     window = (1, *x.shape[1:-1], 1)
-    return lax.reduce_window(x, jnp.asarray(init, x.dtype), op, window, window, "VALID").reshape(x.shape[0], x.shape[-1])
+    return lax.reduce_window(x, np.asarray(init, x.dtype), op, window, window, "VALID").reshape(x.shape[0], x.shape[-1])
 
 
 def global_avg_pool(x: Any):

@@ -32,15 +32,23 @@ def assert_matches_reference(op, ref, args, *, rtol=F64_RTOL, seed=0, **kwargs):
         return f
 
     float_args = [jnp.asarray(args[i]) for i in floats]
-    y, vjp = jax.vjp(bind(op), *float_args)
-    y_ref, vjp_ref = jax.vjp(bind(ref), *float_args)
+    rng = np.random.default_rng(seed)
+    out_shapes = jax.eval_shape(bind(op), *float_args)
+    cot = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), out_shapes)
+
+    @jax.jit  # one compilation per example instead of one per eager primitive
+    def value_and_cotangents(float_args, cot):
+        def run(fn):
+            y, vjp = jax.vjp(bind(fn), *float_args)
+            return y, vjp(cot)
+
+        return run(op), run(ref)
+
+    (y, grads), (y_ref, grads_ref) = value_and_cotangents(float_args, cot)
     assert jax.tree_util.tree_structure(y) == jax.tree_util.tree_structure(y_ref)
     for a, b in zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(y_ref)):
         assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, a.dtype, b.shape, b.dtype)
     assert_close(y, y_ref, rtol, "value")
-    rng = np.random.default_rng(seed)
-    cot = jax.tree_util.tree_map(lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape), leaf.dtype), y)
-    grads, grads_ref = vjp(cot), vjp_ref(cot)
     for i, (g, gr) in enumerate(zip(grads, grads_ref)):
         assert g.shape == gr.shape and g.dtype == float_args[i].dtype, (g.shape, g.dtype, float_args[i].dtype)
         assert_close(g, gr, rtol, f"cotangent of argument {floats[i]}")

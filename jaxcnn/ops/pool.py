@@ -89,7 +89,7 @@ def _full(spec_pads: Pads) -> list[tuple[int, int]]:
 def _reduce_window(x: jax.Array, init: float, op, spec: PoolSpec) -> jax.Array:
     return lax.reduce_window(
         x,
-        jnp.asarray(init, x.dtype),
+        np.asarray(init, x.dtype),
         op,
         (1, *spec.window, 1),
         (1, *spec.strides, 1),
