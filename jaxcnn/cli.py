@@ -41,7 +41,9 @@ def gradcheck_command(args: argparse.Namespace) -> int:
     for op, reports in rows.items():
         autodiff = max(max(r.value_vs_autodiff, r.grad_vs_autodiff) for r in reports)
         fd = max(max(r.grad_vs_fd, r.reference_vs_fd) for r in reports)
-        table.append((op, str(len(reports)), _fmt(autodiff), _fmt(fd), "pass" if all(r.ok for r in reports) else "FAIL"))
+        table.append(
+            (op, str(len(reports)), _fmt(autodiff), _fmt(fd), "pass" if all(r.ok for r in reports) else "FAIL")
+        )
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
     line = lambda row: "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
     print(line(header))

@@ -33,7 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GradcheckReport", "check", "relative_error", "Case", "default_cases", "run_case", "AUTODIFF_RTOL", "FD_RTOL"]
+__all__ = [
+    "GradcheckReport",
+    "check",
+    "relative_error",
+    "Case",
+    "default_cases",
+    "run_case",
+    "AUTODIFF_RTOL",
+    "FD_RTOL",
+]
 
 AUTODIFF_RTOL = 1e-10  # hand-derived vs autodiff in float64: only rounding may differ
 FD_RTOL = 1e-6  # central differences in float64 with eps ~ 1e-6: O(eps^2) truncation + O(1e-16/eps) rounding
@@ -97,11 +106,14 @@ def _inner(a: Any, b: Any) -> float:
     return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))))
 
 
-def _fd_error(fn: Callable, args: list, mask: list[bool], u: Any, grads: Sequence, directions: list, eps: float) -> float:
+def _fd_error(
+    fn: Callable, args: list, mask: list[bool], u: Any, grads: Sequence, directions: list, eps: float
+) -> float:
     worst = 0.0
     grad_norm = math.sqrt(sum(float(jnp.vdot(g, g)) for g in grads))
     for v in directions:
-        def shifted(sign):
+
+        def shifted(sign, v=v):
             it = iter(v)
             return [a + sign * eps * next(it) if m else a for a, m in zip(args, mask)]
 
@@ -197,7 +209,11 @@ def _conv_transpose_cases() -> list[Case]:
     for x, w, kw in [
         ((2, 5, 3), (3, 4, 3), dict(stride=2)),
         ((2, 4, 4, 3), (3, 3, 2, 3), dict(stride=2, padding=1, output_padding=1)),
-        ((2, 5, 4, 6), (3, 3, 4, 6), dict(stride=(2, 3), padding=((1, 0), (2, 1)), dilation=(2, 1), output_padding=(1, 2))),
+        (
+            (2, 5, 4, 6),
+            (3, 3, 4, 6),
+            dict(stride=(2, 3), padding=((1, 0), (2, 1)), dilation=(2, 1), output_padding=(1, 2)),
+        ),
         ((2, 5, 6), (3, 2, 6), dict(stride=2, dilation=3, groups=3, output_padding=2)),
         ((1, 3, 3, 3, 2), (2, 2, 2, 3, 2), dict(stride=2, padding=(1, 0, 0))),
     ]:
@@ -218,7 +234,9 @@ def _pool_cases() -> list[Case]:
         if "padding" in kw:
             kw2 = {**kw, "count_include_pad": False}
             cases.append(Case("avg_pool", _describe(kw2, x), (x,), kw2))
-    cases.append(Case("lp_pool", _describe(dict(window=2, p=1.5), (2, 6, 6, 2)), ((2, 6, 6, 2),), dict(window=2, p=1.5)))
+    cases.append(
+        Case("lp_pool", _describe(dict(window=2, p=1.5), (2, 6, 6, 2)), ((2, 6, 6, 2),), dict(window=2, p=1.5))
+    )
     for x in [(2, 5, 3), (2, 4, 5, 3), (1, 3, 3, 3, 2)]:
         cases.append(Case("global_avg_pool", _describe({}, x), (x,), {}))
         cases.append(Case("global_max_pool", _describe({}, x), (x,), {}))
@@ -266,6 +284,4 @@ def run_case(case: Case, seed: int = 0) -> GradcheckReport:
     args: list[Any] = [rng.standard_normal(s) for s in case.shapes]
     if case.op == "softmax_cross_entropy":
         args.append(rng.integers(0, case.shapes[0][-1], case.shapes[0][:-1]))
-    return check(
-        lambda *a: impl(*a, **case.kwargs), *args, reference=lambda *a: ref(*a, **case.kwargs), seed=seed
-    )
+    return check(lambda *a: impl(*a, **case.kwargs), *args, reference=lambda *a: ref(*a, **case.kwargs), seed=seed)

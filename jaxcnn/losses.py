@@ -35,8 +35,7 @@ def check_labels(logits: Any, labels: Any, op: str = "softmax_cross_entropy") ->
         raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
-            f"{op}: labels must have shape {tuple(logits.shape[:-1])} (logits.shape[:-1]), "
-            f"got {tuple(labels.shape)}"
+            f"{op}: labels must have shape {tuple(logits.shape[:-1])} (logits.shape[:-1]), got {tuple(labels.shape)}"
         )
     if not isinstance(labels, jax.core.Tracer) and labels.size:
         values = np.asarray(labels)  # concrete: np.min on a jax Array would trace inside a jit
@@ -112,7 +111,9 @@ def mse(pred: Any, target: Any):
     check_floating(pred, "pred", "mse")
     check_floating(target, "target", "mse")
     if pred.shape != target.shape:
-        raise ValueError(f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if pred.size == 0:
         raise ValueError(f"mse: pred must be non-empty, got shape {tuple(pred.shape)}")
     return _mse(pred, target)

@@ -55,8 +55,13 @@ def conv(x: Any, w: Any, *, stride: Any = 1, padding: Any = "VALID", dilation: A
     x, w = jnp.asarray(x), jnp.asarray(w)
     spec = conv_spec(x, w, stride, padding, dilation, groups)
     return lax.conv_general_dilated(
-        x, w, spec.strides, spec.padding, rhs_dilation=spec.dilation,
-        dimension_numbers=_dims(x.ndim - 2), feature_group_count=spec.groups,
+        x,
+        w,
+        spec.strides,
+        spec.padding,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=_dims(x.ndim - 2),
+        feature_group_count=spec.groups,
     )
 
 
@@ -80,14 +85,24 @@ def conv_transpose(
     wt = jnp.flip(w, axis=tuple(range(nd))).reshape(*window, c_out_g, g, c_in // g)
     wt = jnp.swapaxes(wt, nd, nd + 2).reshape(*window, c_in // g, g * c_out_g)
     return lax.conv_general_dilated(
-        x, wt, (1,) * nd, pads, lhs_dilation=spec.strides, rhs_dilation=spec.dilation,
-        dimension_numbers=_dims(nd), feature_group_count=g,
+        x,
+        wt,
+        (1,) * nd,
+        pads,
+        lhs_dilation=spec.strides,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=_dims(nd),
+        feature_group_count=g,
     )
 
 
 def _reduce_window(x, init, op, spec):
     return lax.reduce_window(
-        x, np.asarray(init, x.dtype), op, (1, *spec.window, 1), (1, *spec.strides, 1),
+        x,
+        np.asarray(init, x.dtype),
+        op,
+        (1, *spec.window, 1),
+        (1, *spec.strides, 1),
         [(0, 0), *spec.padding, (0, 0)],
     )
 
@@ -198,6 +213,7 @@ def mse(pred: Any, target: Any):
     check_floating(pred, "pred", "mse")
     check_floating(target, "target", "mse")
     if pred.shape != target.shape:
-        raise ValueError(f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     return jnp.mean(jnp.square(pred - target))
-

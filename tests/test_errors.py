@@ -14,7 +14,13 @@ W = jnp.zeros((3, 3, 4, 6))
 
 CASES = [
     # (op, args, kwargs, exception, message regex)
-    ("conv", (X, W), dict(stride=(0, 1)), ValueError, r"stride must be a positive int or tuple of 2 ints, got \(0, 1\)"),
+    (
+        "conv",
+        (X, W),
+        dict(stride=(0, 1)),
+        ValueError,
+        r"stride must be a positive int or tuple of 2 ints, got \(0, 1\)",
+    ),
     ("conv", (X, W), dict(stride=-2), ValueError, r"stride must be a positive int .* got -2"),
     ("conv", (X, W), dict(dilation=(1, 0)), ValueError, r"dilation must be a positive int .* got \(1, 0\)"),
     ("conv", (X, W), dict(stride=(1, 1, 1)), ValueError, r"stride must be .*tuple of 2 ints, got \(1, 1, 1\)"),
@@ -23,19 +29,65 @@ CASES = [
     ("conv", (X, W), dict(padding=((1, 2),)), ValueError, r"padding must be .*got \(\(1, 2\),\)"),
     ("conv", (X, W), dict(groups=0), ValueError, r"groups must be a positive int, got 0"),
     ("conv", (X, W), dict(groups=3), ValueError, r"groups \(=3\) must divide the input channels x.shape\[-1\] \(=4\)"),
-    ("conv", (X, jnp.zeros((3, 3, 2, 5))), dict(groups=2), ValueError, r"groups \(=2\) must divide the output channels"),
-    ("conv", (X, jnp.zeros((3, 3, 3, 6))), {}, ValueError, r"input channels x.shape\[-1\] \(=4\) must equal w.shape\[-2\] \* groups \(=3 \* 1\)"),
+    (
+        "conv",
+        (X, jnp.zeros((3, 3, 2, 5))),
+        dict(groups=2),
+        ValueError,
+        r"groups \(=2\) must divide the output channels",
+    ),
+    (
+        "conv",
+        (X, jnp.zeros((3, 3, 3, 6))),
+        {},
+        ValueError,
+        r"input channels x.shape\[-1\] \(=4\) must equal w.shape\[-2\] \* groups \(=3 \* 1\)",
+    ),
     ("conv", (jnp.zeros((8, 4)), W), {}, ValueError, r"x must have rank 3, 4 or 5 .* got shape \(8, 4\)"),
     ("conv", (X, jnp.zeros((3, 4, 6))), {}, ValueError, r"w must have rank 4 .* got w of shape \(3, 4, 6\)"),
-    ("conv", (X, jnp.zeros((9, 3, 4, 6))), {}, ValueError, r"kernel of size 9 .* larger than the padded input along spatial axis 0"),
-    ("conv", (X, jnp.zeros((5, 3, 4, 6))), dict(dilation=2), ValueError, r"kernel of size 5 with dilation 2 \(spans 9\)"),
+    (
+        "conv",
+        (X, jnp.zeros((9, 3, 4, 6))),
+        {},
+        ValueError,
+        r"kernel of size 9 .* larger than the padded input along spatial axis 0",
+    ),
+    (
+        "conv",
+        (X, jnp.zeros((5, 3, 4, 6))),
+        dict(dilation=2),
+        ValueError,
+        r"kernel of size 5 with dilation 2 \(spans 9\)",
+    ),
     ("conv", (X.astype(jnp.int32), W), {}, TypeError, r"x must be a floating-point array, got dtype int32"),
-    ("conv_transpose", (X, jnp.zeros((3, 3, 6, 4))), dict(stride=2, output_padding=2), ValueError,
-     r"output_padding must be smaller than max\(stride, dilation\).*got output_padding=\(2, 2\)"),
-    ("conv_transpose", (X, jnp.zeros((3, 3, 6, 4))), dict(output_padding=-1), ValueError,
-     r"output_padding must be a non-negative int .* got -1"),
-    ("conv_transpose", (X, jnp.zeros((3, 3, 6, 5))), {}, ValueError, r"input channels x.shape\[-1\] \(=4\) must equal w.shape\[-1\] \(=5\)"),
-    ("conv_transpose", (X, jnp.zeros((3, 3, 6, 4))), dict(padding="SAME"), ValueError, r"padding must be one of \[an int"),
+    (
+        "conv_transpose",
+        (X, jnp.zeros((3, 3, 6, 4))),
+        dict(stride=2, output_padding=2),
+        ValueError,
+        r"output_padding must be smaller than max\(stride, dilation\).*got output_padding=\(2, 2\)",
+    ),
+    (
+        "conv_transpose",
+        (X, jnp.zeros((3, 3, 6, 4))),
+        dict(output_padding=-1),
+        ValueError,
+        r"output_padding must be a non-negative int .* got -1",
+    ),
+    (
+        "conv_transpose",
+        (X, jnp.zeros((3, 3, 6, 5))),
+        {},
+        ValueError,
+        r"input channels x.shape\[-1\] \(=4\) must equal w.shape\[-1\] \(=5\)",
+    ),
+    (
+        "conv_transpose",
+        (X, jnp.zeros((3, 3, 6, 4))),
+        dict(padding="SAME"),
+        ValueError,
+        r"padding must be one of \[an int",
+    ),
     ("conv_transpose", (X, jnp.zeros((3, 3, 6, 4))), dict(padding=9), ValueError, r"padding .* is too large"),
     ("max_pool", (X, 0), {}, ValueError, r"window must be a positive int or tuple of 2 ints, got 0"),
     ("max_pool", (X, (2, 2)), dict(stride=(2, 0)), ValueError, r"stride must be a positive int .* got \(2, 0\)"),
@@ -47,13 +99,31 @@ CASES = [
     ("lp_pool", (X, 2), dict(p=0.5), ValueError, r"p must be a finite real number >= 1, got 0.5"),
     ("lp_pool", (X, 2), dict(p="2"), TypeError, r"p must be a real number >= 1, got '2'"),
     ("global_avg_pool", (jnp.zeros((2, 4)),), {}, ValueError, r"x must have rank 3, 4 or 5"),
-    ("dense", (jnp.zeros((2, 3)), jnp.zeros((4, 5))), {}, ValueError, r"x.shape\[-1\] \(=3\) must equal w.shape\[0\] \(=4\)"),
-    ("dense", (jnp.zeros((2, 3)), jnp.zeros((3, 5)), jnp.zeros((4,))), {}, ValueError, r"b must have shape \(5,\), got \(4,\)"),
+    (
+        "dense",
+        (jnp.zeros((2, 3)), jnp.zeros((4, 5))),
+        {},
+        ValueError,
+        r"x.shape\[-1\] \(=3\) must equal w.shape\[0\] \(=4\)",
+    ),
+    (
+        "dense",
+        (jnp.zeros((2, 3)), jnp.zeros((3, 5)), jnp.zeros((4,))),
+        {},
+        ValueError,
+        r"b must have shape \(5,\), got \(4,\)",
+    ),
     ("dense", (jnp.zeros((2, 3)), jnp.zeros((3,))), {}, ValueError, r"w must have shape \(in, out\), got shape \(3,\)"),
     ("softmax", (X,), dict(axis=4), ValueError, r"axis 4 is out of range for an array of rank 4"),
     ("leaky_relu", (X,), dict(negative_slope="a"), TypeError, r"negative_slope must be a real number, got 'a'"),
     ("batch_norm", (X, jnp.ones(3), jnp.zeros(4)), {}, ValueError, r"scale must have shape \(4,\), got \(3,\)"),
-    ("batch_norm", (X, jnp.ones(4), jnp.zeros(4)), dict(epsilon=0.0), ValueError, r"epsilon must be a positive number, got 0.0"),
+    (
+        "batch_norm",
+        (X, jnp.ones(4), jnp.zeros(4)),
+        dict(epsilon=0.0),
+        ValueError,
+        r"epsilon must be a positive number, got 0.0",
+    ),
 ]
 
 
@@ -76,9 +146,24 @@ def test_bad_input_is_refused_with_its_value(impl, name, args, kwargs, exc, msg)
 
 
 LOSS_CASES = [
-    ("softmax_cross_entropy", (jnp.zeros((4, 3)), jnp.zeros(4)), TypeError, r"labels must be integer class indices, got dtype float"),
-    ("softmax_cross_entropy", (jnp.zeros((4, 3)), jnp.zeros(5, jnp.int32)), ValueError, r"labels must have shape \(4,\) .* got \(5,\)"),
-    ("softmax_cross_entropy", (jnp.zeros((4, 3)), jnp.asarray([0, 1, 3, 2])), ValueError, r"labels must lie in \[0, 3\), got values in \[0, 3\]"),
+    (
+        "softmax_cross_entropy",
+        (jnp.zeros((4, 3)), jnp.zeros(4)),
+        TypeError,
+        r"labels must be integer class indices, got dtype float",
+    ),
+    (
+        "softmax_cross_entropy",
+        (jnp.zeros((4, 3)), jnp.zeros(5, jnp.int32)),
+        ValueError,
+        r"labels must have shape \(4,\) .* got \(5,\)",
+    ),
+    (
+        "softmax_cross_entropy",
+        (jnp.zeros((4, 3)), jnp.asarray([0, 1, 3, 2])),
+        ValueError,
+        r"labels must lie in \[0, 3\), got values in \[0, 3\]",
+    ),
     ("mse", (jnp.zeros((4, 3)), jnp.zeros((3, 4))), ValueError, r"same shape, got \(4, 3\) and \(3, 4\)"),
 ]
 

@@ -25,7 +25,9 @@ def _off_by_one_stride(x):
     return x[::2] * 3.0
 
 
-_off_by_one_stride.defvjp(lambda x: (x[::2] * 3.0, x), lambda x, g: (jnp.zeros_like(x).at[1::2].set(3.0 * g[: x[1::2].shape[0]]),))
+_off_by_one_stride.defvjp(
+    lambda x: (x[::2] * 3.0, x), lambda x, g: (jnp.zeros_like(x).at[1::2].set(3.0 * g[: x[1::2].shape[0]]),)
+)
 
 
 def test_a_correct_vjp_passes(rng):

@@ -6,7 +6,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import F32_RTOL, F64_RTOL, assert_matches_reference
+from helpers import F32_RTOL, assert_matches_reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,9 +67,7 @@ def test_conv_transpose_matches_reference(cfg, data):
     if isinstance(kw["padding"], str):
         kw = {**kw, "padding": 0}
     nd = len(cfg["w_shape"]) - 2
-    output_padding = tuple(
-        data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(kw["stride"], kw["dilation"])
-    )
+    output_padding = tuple(data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(kw["stride"], kw["dilation"]))
     # x is the transposed conv's input: channels = the conv kernel's out channels.
     x_shape = (*cfg["x_shape"][:-1], cfg["w_shape"][-1])
     for axis in range(nd):  # keep the output non-empty despite padding

@@ -48,9 +48,7 @@ def test_input_grad_padding_routes_every_tap(n, k, s, d, lo, hi):
     assert s * (o - 1) + 1 + before + after - dilated_size(k, d) + 1 == n
     for p in range(n):
         forward_pairs = {(i, u) for i in range(o) for u in range(k) if s * i + d * u == p + lo}
-        correlation_pairs = {
-            (i, u) for i in range(o) for u in range(k) if before + s * i == p + d * (k - 1 - u)
-        }
+        correlation_pairs = {(i, u) for i in range(o) for u in range(k) if before + s * i == p + d * (k - 1 - u)}
         assert forward_pairs == correlation_pairs
 
 

@@ -22,15 +22,21 @@ def _n(rng, *shape, dtype=np.float64):
 # Each op bound to a configuration, with argument shapes; used by the finite-difference,
 # grad-of-grad and dtype tests.
 CASES = {
-    "conv": (functools.partial(ops.conv, stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2)),
-             [(2, 7, 6, 2), (3, 2, 2, 3)]),
+    "conv": (
+        functools.partial(ops.conv, stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2)),
+        [(2, 7, 6, 2), (3, 2, 2, 3)],
+    ),
     "conv_grouped_1d": (functools.partial(ops.conv, stride=3, padding="SAME", groups=2), [(2, 9, 4), (3, 2, 4)]),
     "conv_3d": (functools.partial(ops.conv, stride=2, padding=1), [(1, 4, 5, 3, 2), (2, 2, 2, 2, 2)]),
-    "conv_transpose": (functools.partial(ops.conv_transpose, stride=2, padding=(1, 0), output_padding=1),
-                       [(2, 4, 3, 3), (3, 2, 2, 3)]),
+    "conv_transpose": (
+        functools.partial(ops.conv_transpose, stride=2, padding=(1, 0), output_padding=1),
+        [(2, 4, 3, 3), (3, 2, 2, 3)],
+    ),
     "max_pool": (functools.partial(ops.max_pool, window=(2, 3), stride=(2, 1), padding="SAME"), [(2, 5, 6, 2)]),
-    "avg_pool": (functools.partial(ops.avg_pool, window=3, stride=2, padding=1, count_include_pad=False),
-                 [(2, 7, 7, 2)]),
+    "avg_pool": (
+        functools.partial(ops.avg_pool, window=3, stride=2, padding=1, count_include_pad=False),
+        [(2, 7, 7, 2)],
+    ),
     "lp_pool": (functools.partial(ops.lp_pool, window=2, p=3), [(2, 6, 4, 2)]),
     "global_avg_pool": (ops.global_avg_pool, [(2, 3, 4, 2)]),
     "global_max_pool": (ops.global_max_pool, [(2, 3, 4, 2)]),

@@ -36,8 +36,7 @@ def spatial_rank(x: Any, arg: str, op: str, *, extra_dims: int) -> int:
     nd = x.ndim - extra_dims
     if nd not in (1, 2, 3):
         raise ValueError(
-            f"{op}: {arg} must have rank 3, 4 or 5 (N, *spatial, C) with 1-3 spatial axes, "
-            f"got shape {tuple(x.shape)}"
+            f"{op}: {arg} must have rank 3, 4 or 5 (N, *spatial, C) with 1-3 spatial axes, got shape {tuple(x.shape)}"
         )
     return nd
 

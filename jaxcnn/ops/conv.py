@@ -98,8 +98,7 @@ def conv_spec(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
         raise ValueError(f"conv: groups (={groups}) must divide the output channels w.shape[-1] (={c_out})")
     if c_in != c_in_per_group * groups:
         raise ValueError(
-            f"conv: input channels x.shape[-1] (={c_in}) must equal w.shape[-2] * groups "
-            f"(={c_in_per_group} * {groups})"
+            f"conv: input channels x.shape[-1] (={c_in}) must equal w.shape[-2] * groups (={c_in_per_group} * {groups})"
         )
     spatial, window = x.shape[1:-1], w.shape[:nd]
     pads = normalize_padding(padding, spatial, window, strides, dilation)
@@ -122,7 +121,7 @@ def conv_transpose_spec(
     groups = check_positive_int(groups, "groups")
     strides = normalize_tuple(stride, nd, "stride")
     dilation = normalize_tuple(dilation, nd, "dilation")
-    c_in, (c_out_per_group, c_in_w) = x.shape[-1], w.shape[-2:]
+    c_in, c_in_w = x.shape[-1], w.shape[-1]
     if c_in_w % groups:
         raise ValueError(f"{name}: groups (={groups}) must divide w.shape[-1] (={c_in_w})")
     if c_in != c_in_w:

@@ -78,7 +78,8 @@ def pool_spec(x: Any, window: Any, stride: Any, padding: Any, op: str) -> PoolSp
 
 def _out_spatial(spatial, spec: PoolSpec) -> tuple[int, ...]:
     return tuple(
-        conv_output_size(n, k, s, 1, lo, hi) for n, k, s, (lo, hi) in zip(spatial, spec.window, spec.strides, spec.padding)
+        conv_output_size(n, k, s, 1, lo, hi)
+        for n, k, s, (lo, hi) in zip(spatial, spec.window, spec.strides, spec.padding)
     )
 
 

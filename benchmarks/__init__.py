@@ -1,0 +1,1 @@
+"""jaxcnn benchmarks: `python -m benchmarks` (see benchmarks/README.md). Never run as timed tests."""

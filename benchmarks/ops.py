@@ -1,0 +1,146 @@
+"""Op level: forward+backward of each op, jaxcnn's hand-derived VJP vs `jax.vjp` of the reference twin.
+
+    python -m benchmarks.ops [--quick] [--repeats N] [--json PATH]
+
+Each case is jitted once per implementation; the timed function computes the output and the cotangents
+of every floating input for a fixed random cotangent. Ratio > 1 means jaxcnn is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import ops, reference
+
+from .timing import compare
+
+
+class OpCase(NamedTuple):
+    name: str
+    op: str
+    shapes: tuple
+    kwargs: dict
+    quick: bool = False
+
+
+CASES = [
+    OpCase("lenet conv1 5x5 1->6 SAME 28x28", "conv", ((128, 28, 28, 1), (5, 5, 1, 6)), dict(padding="SAME")),
+    OpCase("lenet conv2 5x5 6->16 14x14", "conv", ((128, 14, 14, 6), (5, 5, 6, 16)), {}, True),
+    OpCase(
+        "fashion conv2 5x5 32->64 SAME 14x14", "conv", ((128, 14, 14, 32), (5, 5, 32, 64)), dict(padding="SAME"), True
+    ),
+    OpCase("resnet conv 3x3 16->16 32x32", "conv", ((128, 32, 32, 16), (3, 3, 16, 16)), dict(padding=1), True),
+    OpCase("resnet conv 3x3/2 16->32 32x32", "conv", ((128, 32, 32, 16), (3, 3, 16, 32)), dict(stride=2, padding=1)),
+    OpCase("resnet conv 3x3 64->64 8x8", "conv", ((128, 8, 8, 64), (3, 3, 64, 64)), dict(padding=1)),
+    OpCase("vgg conv 3x3 64->128 16x16", "conv", ((128, 16, 16, 64), (3, 3, 64, 128)), dict(padding=1)),
+    OpCase("depthwise 3x3 x32 16x16", "conv", ((128, 16, 16, 32), (3, 3, 1, 32)), dict(padding=1, groups=32)),
+    OpCase("dilated 3x3 d2 16->16 32x32", "conv", ((128, 32, 32, 16), (3, 3, 16, 16)), dict(padding=2, dilation=2)),
+    OpCase("conv1d k5/2 1->25 40", "conv", ((128, 40, 1), (5, 1, 25)), dict(stride=2, padding=2)),
+    OpCase("conv3d 3x3x3 8->16 16^3", "conv", ((16, 16, 16, 16, 8), (3, 3, 3, 8, 16)), dict(padding=1)),
+    OpCase(
+        "conv_transpose 4x4/2 32->16 14x14",
+        "conv_transpose",
+        ((128, 14, 14, 32), (4, 4, 16, 32)),
+        dict(stride=2, padding=1),
+        True,
+    ),
+    OpCase("max_pool 2x2 28x28x32", "max_pool", ((128, 28, 28, 32),), dict(window=2), True),
+    OpCase("max_pool 2x2 14x14x64", "max_pool", ((128, 14, 14, 64),), dict(window=2)),
+    OpCase("max_pool 3x3/2 SAME 32x32x16", "max_pool", ((128, 32, 32, 16),), dict(window=3, stride=2, padding="SAME")),
+    OpCase("avg_pool 2x2 28x28x32", "avg_pool", ((128, 28, 28, 32),), dict(window=2)),
+    OpCase("lp_pool p=2 2x2 28x28x32", "lp_pool", ((128, 28, 28, 32),), dict(window=2, p=2)),
+    OpCase("global_avg_pool 8x8x64", "global_avg_pool", ((128, 8, 8, 64),), {}),
+    OpCase("dense 3136->1024", "dense", ((128, 3136), (3136, 1024), (1024,)), {}, True),
+    OpCase("batch_norm 32x32x16", "batch_norm", ((128, 32, 32, 16), (16,), (16,)), {}),
+    OpCase("relu 28x28x32", "relu", ((128, 28, 28, 32),), {}),
+]
+
+
+def _vjp_fn(fn, kwargs):
+    def run(args, cot):
+        y, vjp = jax.vjp(lambda *a: fn(*a, **kwargs), *args)
+        return y, vjp(cot)
+
+    return jax.jit(run)
+
+
+def bench_case(case: OpCase, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    args = tuple(jnp.asarray(rng.standard_normal(s), jnp.float32) for s in case.shapes)
+    hand, ref = getattr(ops, case.op), getattr(reference, case.op)
+    out = jax.eval_shape(lambda *a: hand(*a, **case.kwargs), *args)
+    cot = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), out)
+    fwd_hand = jax.jit(lambda *a: hand(*a, **case.kwargs))
+    fwd_ref = jax.jit(lambda *a: ref(*a, **case.kwargs))
+    vjp_hand, vjp_ref = _vjp_fn(hand, case.kwargs), _vjp_fn(ref, case.kwargs)
+    times = compare(
+        {
+            "forward": lambda: fwd_hand(*args),
+            "forward_ref": lambda: fwd_ref(*args),
+            "jaxcnn": lambda: vjp_hand(args, cot),
+            "autodiff": lambda: vjp_ref(args, cot),
+        },
+        repeats=repeats,
+    )
+    return {
+        "case": case.name,
+        "op": case.op,
+        "shapes": case.shapes,
+        "forward_ms": times["forward"],
+        "jaxcnn_fwd_bwd_ms": times["jaxcnn"],
+        "autodiff_fwd_bwd_ms": times["autodiff"],
+        "speedup": times["autodiff"] / times["jaxcnn"],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| case | forward ms | jaxcnn fwd+bwd ms | autodiff fwd+bwd ms | autodiff / jaxcnn |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['forward_ms']:.2f} | {r['jaxcnn_fwd_bwd_ms']:.2f} | "
+            f"{r['autodiff_fwd_bwd_ms']:.2f} | {r['speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ops", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the cases marked quick, fewer repeats")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per implementation (default 15, quick 5)"
+    )
+    parser.add_argument("--only", default=None, help="only cases whose name contains this text")
+    parser.add_argument("--json", default=None, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (5 if args.quick else 15)
+    cases = [c for c in CASES if (c.quick or not args.quick) and (args.only is None or args.only in c.name)]
+    rows = []
+    for case in cases:
+        rows.append(bench_case(case, repeats))
+        r = rows[-1]
+        print(
+            f"{r['case']:40s} fwd {r['forward_ms']:8.2f}  jaxcnn {r['jaxcnn_fwd_bwd_ms']:8.2f}  "
+            f"autodiff {r['autodiff_fwd_bwd_ms']:8.2f}  ratio {r['speedup']:.2f}x",
+            flush=True,
+        )
+    print()
+    print(markdown(rows))
+    if args.json:
+        meta = {"jax": jax.__version__, "machine": platform.processor() or platform.machine(), "repeats": repeats}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
