@@ -1,0 +1,149 @@
+"""Checkpoints without pickle: a msgpack payload from ``flax.serialization`` plus a JSON header.
+
+File layout (one file, ``<dir>/checkpoint.msgpack``)::
+
+    b"JAXCNN-CKPT\\n"                     magic line
+    <header JSON, one line>\\n             {"format": 1, "sha256": ..., "size": ..., "meta": {...}}
+    <payload>                              flax.serialization.to_bytes(state)
+
+Writes are atomic: the bytes go to a temporary file in the same directory, are flushed and fsync'd,
+then renamed over the old checkpoint (``os.replace``), and the directory is fsync'd. An interrupted
+write leaves the previous checkpoint intact. Reads verify the magic line, the payload's length and
+SHA-256, and that the stored tree has exactly the structure and shapes of the expected one, so a
+checkpoint of another model or a damaged file is refused with a message instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+__all__ = ["CheckpointError", "save", "load", "read_meta", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.msgpack"
+_MAGIC = b"JAXCNN-CKPT\n"
+_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
+
+
+def _path(directory: str | os.PathLike) -> Path:
+    return Path(directory) / CHECKPOINT_NAME
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every platform can open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes files private; a checkpoint is an ordinary output file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _to_host(tree: Any) -> Any:
+    """Device arrays (sharded ones too) as NumPy; typed PRNG keys as their raw key data."""
+
+    def leaf(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def save(directory: str | os.PathLike, tree: Any, meta: dict | None = None) -> Path:
+    """Atomically write ``tree`` (a pytree of arrays) and JSON-serialisable ``meta`` to ``directory``."""
+    payload = serialization.to_bytes(_to_host(tree))
+    header = {
+        "format": _FORMAT,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "meta": meta or {},
+    }
+    data = _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+    path = _path(directory)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _read(directory: str | os.PathLike) -> tuple[dict, bytes, Path]:
+    path = _path(directory)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    data = path.read_bytes()
+    if not data.startswith(_MAGIC):
+        raise CheckpointError(f"{path} is not a jaxcnn checkpoint (bad magic line)")
+    end = data.find(b"\n", len(_MAGIC))
+    try:
+        header = json.loads(data[len(_MAGIC) : end])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is damaged: unreadable header ({e})") from None
+    if end < 0 or not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise CheckpointError(f"{path} is damaged or of an unknown format: header {header!r}")
+    payload = data[end + 1 :]
+    if len(payload) != header.get("size"):
+        raise CheckpointError(f"{path} is damaged: payload has {len(payload)} bytes, header says {header.get('size')}")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CheckpointError(f"{path} is damaged: payload SHA-256 does not match its header")
+    return header, payload, path
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    """The metadata stored with a checkpoint (verifies the file's integrity too)."""
+    return _read(directory)[0]["meta"]
+
+
+def _describe(tree: Any) -> list[str]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [f"{jax.tree_util.keystr(path)}: {np.shape(leaf)} {np.asarray(leaf).dtype}" for path, leaf in flat]
+
+
+def load(directory: str | os.PathLike, target: Any) -> tuple[Any, dict]:
+    """Read a checkpoint into the structure of ``target``; return ``(tree, meta)``.
+
+    ``target`` is a pytree with the expected structure, shapes and dtypes (e.g. a freshly initialised
+    train state); anything else is refused with the first difference.
+    """
+    header, payload, path = _read(directory)
+    host_target = _to_host(target)
+    try:
+        raw = serialization.msgpack_restore(payload)
+        restored = serialization.from_state_dict(host_target, raw)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} does not fit this model: {e}") from None
+    expected, got = _describe(host_target), _describe(restored)
+    if expected != got:
+        diff = next(
+            ((e, g) for e, g in zip(expected, got) if e != g), (f"{len(expected)} leaves", f"{len(got)} leaves")
+        )
+        raise CheckpointError(f"{path} does not fit this model: expected {diff[0]}, found {diff[1]}")
+    return restored, header["meta"]
