@@ -1,0 +1,155 @@
+"""PNG plots of a training run (matplotlib, Agg backend): curves, first-layer filters, a confusion matrix,
+and saliency maps computed through the hand-derived VJPs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["plot_curves", "plot_filters", "plot_confusion", "saliency", "plot_saliency", "first_kernel"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
+    """Training loss/accuracy per logged step and test loss/accuracy per epoch, against epochs."""
+    plt = _pyplot()
+    train = [r for r in history if "loss" in r]
+    test = [r for r in history if "test_loss" in r]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train")
+    ax_loss.plot([r["epoch"] for r in test], [r["test_loss"] for r in test], "o-", label="test")
+    ax_acc.plot([r["epoch"] for r in train], [r["accuracy"] for r in train], label="train")
+    ax_acc.plot([r["epoch"] for r in test], [r["test_accuracy"] for r in test], "o-", label="test")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def first_kernel(params: Any) -> np.ndarray | None:
+    """The first convolution kernel in the params tree (flattening order), ``(*window, C_in, C_out)``."""
+    for leaf in jax.tree_util.tree_leaves(params):
+        if np.ndim(leaf) in (3, 4, 5):
+            return np.asarray(leaf)
+    return None
+
+
+def plot_filters(params: Any, path: str | Path) -> Path | None:
+    """The first conv layer's filters as a grid of images (2-D kernels) or curves (1-D kernels)."""
+    kernel = first_kernel(params)
+    if kernel is None:
+        return None
+    plt = _pyplot()
+    if kernel.ndim == 5:  # 3-D kernels: show the middle depth slice
+        kernel = kernel[kernel.shape[0] // 2]
+    n = kernel.shape[-1]
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        if kernel.ndim == 3:  # 1-D: (width, C_in, C_out)
+            ax.plot(kernel[:, :, i])
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.imshow(kernel[:, :, :, i].mean(axis=-1), cmap="RdBu_r")
+        ax.set_title(str(i), fontsize=8)
+    fig.suptitle("first-layer filters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, path: str | Path, class_names: Sequence[str] | None = None
+) -> Path:
+    """Counts of (true, predicted) class pairs."""
+    plt = _pyplot()
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    image = ax.imshow(matrix, cmap="Blues")
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    ax.set_xticks(range(num_classes), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(num_classes), names, fontsize=8)
+    for i in range(num_classes):
+        for j in range(num_classes):
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+            )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def saliency(model, params, model_state, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gradient of each example's top output with respect to its input, through the hand-derived VJPs.
+
+    Returns ``(grads, top_class)``; ``grads`` has ``x``'s shape.
+    """
+
+    def top_score(xi):
+        out, _ = model.apply(params, model_state, xi[None], train=False)
+        return jnp.max(out[0]), jnp.argmax(out[0])
+
+    grads, top = jax.vmap(jax.grad(top_score, has_aux=True))(x)
+    return grads, top
+
+
+def plot_saliency(model, params, model_state, x: np.ndarray, path: str | Path) -> Path:
+    """Inputs (top row) and ``|d top logit / d input|`` (bottom row) for a few examples."""
+    plt = _pyplot()
+    grads, top = saliency(model, params, model_state, jnp.asarray(x))
+    grads, x = np.abs(np.asarray(grads)), np.asarray(x)
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(1.8 * n, 3.8), squeeze=False)
+    for i in range(n):
+        if x.ndim == 3:  # 1-D signals
+            axes[0, i].plot(x[i, :, 0])
+            axes[1, i].plot(grads[i, :, 0], color="tab:red")
+        else:
+            axes[0, i].imshow(x[i, ..., 0], cmap="gray")
+            axes[1, i].imshow(grads[i].max(axis=-1), cmap="hot")
+        axes[0, i].set_title(f"pred {int(top[i])}", fontsize=8)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("saliency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
