@@ -178,6 +178,7 @@ def train_command(args: argparse.Namespace) -> int:
         config["seed"] = saved["config"]["seed"]
     data = load_dataset(config["dataset"], config["model"], config["data_dir"])
     model, loss = build_model(config["model"], data.num_classes)
+    augment = _augmenter(config["augment"], data.x_train.ndim - 1)
     steps = config["epochs"] * (len(data.x_train) // config["batch_size"])
     optimizer, lr = train.make_optimizer(
         config["optimizer"], config["lr"], schedule=config["schedule"], total_steps=max(steps, 1)
@@ -200,7 +201,7 @@ def train_command(args: argparse.Namespace) -> int:
         learning_rate=lr,
         seed=config["seed"],
         loss_fn=loss,
-        augment=_augmenter(config["augment"], data.x_train.ndim - 1),
+        augment=augment,
         out_dir=out,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
@@ -248,8 +249,15 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line: ``jaxcnn train: error: argument --epochs: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
+    parser = _Parser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
     sub = parser.add_subparsers(dest="command", required=True)
     gc = sub.add_parser(
         "gradcheck",
