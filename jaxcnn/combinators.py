@@ -156,8 +156,10 @@ def concatenate(axis: int = -1) -> Layer:
         raise TypeError(f"axis must be an int, got {axis!r}") from None
 
     def init(key, input_shape):
-        if not isinstance(input_shape, (tuple, list)) or not input_shape or not all(
-            isinstance(s, (tuple, list)) for s in input_shape
+        if (
+            not isinstance(input_shape, (tuple, list))
+            or not input_shape
+            or not all(isinstance(s, (tuple, list)) for s in input_shape)
         ):
             raise ValueError(f"concatenate: input_shape must be a non-empty tuple of shapes, got {input_shape!r}")
         shapes = [tuple(s) for s in input_shape]

@@ -36,6 +36,7 @@ eval-mode batch-norm affine map -- are plain ``jax.numpy`` that autodiff differe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
@@ -175,13 +176,14 @@ def _padding_rank(padding: Any) -> int | None:
     )
 
 
-def _common_rank(**ranked: tuple[Any, int | None]) -> int | None:
-    """The number of spatial axes the tuple-valued arguments agree on (None when all are ints)."""
+def _common_rank(**ranked: tuple[Any, int | None]) -> tuple[int | None, str]:
+    """The number of spatial axes the tuple-valued arguments agree on (None when all are ints), and
+    those arguments as ``"name=value, ..."`` for messages."""
     ranks = {name: r for name, (_, r) in ranked.items() if r is not None}
+    given = ", ".join(f"{name}={value!r}" for name, (value, r) in ranked.items() if r is not None)
     if len(set(ranks.values())) > 1:
-        given = ", ".join(f"{name}={value!r}" for name, (value, r) in ranked.items() if r is not None)
         raise ValueError(f"the tuple arguments must have one entry per spatial axis, got {given}")
-    return next(iter(ranks.values()), None)
+    return next(iter(ranks.values()), None), given
 
 
 def _expand(value: int | tuple[int, ...], nd: int) -> tuple[int, ...]:
@@ -225,10 +227,11 @@ def _struct(shape: Shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((max(shape[0], 1), *shape[1:]), dtype)
 
 
-def _shape_check(layer: str, shape: Shape, check, *args):
-    """Run one of the ops' own argument checks at init, noting which layer and input shape it was for."""
+@contextlib.contextmanager
+def _noting(layer: str, shape: Shape):
+    """Around the ops' own argument checks at init: errors get a note naming the layer and input shape."""
     try:
-        return check(*args)
+        yield
     except (ValueError, TypeError) as err:
         err.add_note(f"while initialising {layer} on input_shape {shape}")
         raise
@@ -265,23 +268,23 @@ class _WindowConfig(NamedTuple):
     dilation: int | tuple[int, ...]
     padding: Any
     rank: int | None
-    window_arg: str
+    rank_from: str  # the tuple arguments that fixed the rank, "name=value, ..."
 
     @classmethod
-    def make(cls, window, stride, dilation, padding, *, window_arg="kernel_size"):
+    def make(cls, window, stride, dilation, padding, *, window_arg="kernel_size", **extra):
+        """``extra``: more ``name=(value, rank)`` arguments whose rank must agree (output_padding)."""
         window_r = _int_or_tuple(window, window_arg)
         stride_r = (None, None) if stride is None else _int_or_tuple(stride, "stride")
         dilation_r = _int_or_tuple(dilation, "dilation")
         padding_r = (padding, _padding_rank(padding))
-        rank = _common_rank(
-            **{window_arg: window_r, "stride": stride_r, "dilation": dilation_r, "padding": padding_r}
+        rank, rank_from = _common_rank(
+            **{window_arg: window_r, "stride": stride_r, "dilation": dilation_r, "padding": padding_r}, **extra
         )
-        return cls(window_r[0], stride_r[0], dilation_r[0], padding, rank, window_arg)
+        return cls(window_r[0], stride_r[0], dilation_r[0], padding, rank, rank_from)
 
     def input(self, input_shape: Any, layer: str) -> tuple[Shape, int, tuple[int, ...]]:
         """The validated input shape, its number of spatial axes and the window as a tuple."""
-        because = f"{self.window_arg}={self.window!r}" if self.rank is not None else ""
-        shape, nd = _spatial_shape(input_shape, layer, self.rank, because)
+        shape, nd = _spatial_shape(input_shape, layer, self.rank, self.rank_from)
         return shape, nd, _expand(self.window, nd)
 
     def strides(self, nd: int) -> tuple[int, ...]:
@@ -331,9 +334,8 @@ def Conv(
         if c_in % groups:
             raise ValueError(f"Conv: input channels input_shape[-1] (={c_in}) must be divisible by groups (={groups})")
         kernel_shape = (*window, c_in // groups, features)
-        spec = _shape_check(
-            "Conv", shape, conv_spec, _struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, groups
-        )
+        with _noting("Conv", shape):
+            spec = conv_spec(_struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, groups)
         out = _conv_output_shape(shape, window, features, spec)
         return out, _init_kernel_and_bias(key, kernel_shape, features, kernel_init, bias_init, use_bias), {}
 
@@ -389,11 +391,9 @@ def ConvTranspose(
     the value PyTorch computes for ``ConvTranspose*d``.
     """
     features = _positive_int(features, "features")
-    cfg = _WindowConfig.make(kernel_size, stride, dilation, padding)
     out_pad, out_pad_rank = _int_or_tuple(output_padding, "output_padding", minimum=0)
-    rank = _common_rank(kernel_size=(kernel_size, cfg.rank), output_padding=(output_padding, out_pad_rank))
-    cfg = cfg._replace(rank=rank)
-    if isinstance(padding, str) and padding.upper() == "SAME" and any(_expand(out_pad, 1 if rank is None else rank)):
+    cfg = _WindowConfig.make(kernel_size, stride, dilation, padding, output_padding=(out_pad, out_pad_rank))
+    if isinstance(padding, str) and padding.upper() == "SAME" and any(_expand(out_pad, cfg.rank or 1)):
         raise ValueError(f"output_padding must be 0 with padding='SAME' (which sets it), got {output_padding!r}")
     groups = _positive_int(groups, "groups")
     if features % groups:
@@ -416,10 +416,10 @@ def ConvTranspose(
             )
         kernel_shape = (*window, features // groups, c_in)
         pads, op = resolve(nd)
-        _, out_spatial = _shape_check(
-            "ConvTranspose", shape, conv_transpose_spec,
-            _struct(shape), _struct(kernel_shape), cfg.strides(nd), pads, dilation, op, groups,
-        )
+        with _noting("ConvTranspose", shape):
+            _, out_spatial = conv_transpose_spec(
+                _struct(shape), _struct(kernel_shape), cfg.strides(nd), pads, dilation, op, groups
+            )
         params = _init_kernel_and_bias(key, kernel_shape, features, kernel_init, bias_init, use_bias)
         return (shape[0], *out_spatial, features), params, {}
 
@@ -462,10 +462,8 @@ def DepthwiseConv(
         c_in = shape[-1]
         c_out = c_in * depth_multiplier
         kernel_shape = (*window, 1, c_out)
-        spec = _shape_check(
-            "DepthwiseConv", shape, conv_spec,
-            _struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, c_in,
-        )
+        with _noting("DepthwiseConv", shape):
+            spec = conv_spec(_struct(shape), _struct(kernel_shape), cfg.strides(nd), padding, dilation, c_in)
         out = _conv_output_shape(shape, window, c_out, spec)
         return out, _init_kernel_and_bias(key, kernel_shape, c_out, kernel_init, bias_init, use_bias), {}
 
@@ -514,10 +512,8 @@ def SeparableConv(
         c_in = shape[-1]
         c_mid = c_in * depth_multiplier
         dw_shape, pw_shape = (*window, 1, c_mid), (*(1,) * nd, c_mid, features)
-        spec = _shape_check(
-            "SeparableConv", shape, conv_spec,
-            _struct(shape), _struct(dw_shape), cfg.strides(nd), padding, dilation, c_in,
-        )
+        with _noting("SeparableConv", shape):
+            spec = conv_spec(_struct(shape), _struct(dw_shape), cfg.strides(nd), padding, dilation, c_in)
         out = _conv_output_shape(shape, window, features, spec)
         dw_key, pw_key = jax.random.split(key)
         pointwise = _init_kernel_and_bias(pw_key, pw_shape, features, kernel_init, bias_init, use_bias)
@@ -583,7 +579,8 @@ def _pool(layer: str, op_name: str, window, stride, padding, ops, **op_kwargs) -
 
     def init(key, input_shape):
         shape, nd, win = cfg.input(input_shape, layer)
-        spec = _shape_check(layer, shape, pool_spec, _struct(shape), win, cfg.strides(nd), padding, op_name)
+        with _noting(layer, shape):
+            spec = pool_spec(_struct(shape), win, cfg.strides(nd), padding, op_name)
         out = _conv_output_shape(shape, win, shape[-1], _pool_as_conv(spec))
         return out, {}, {}
 

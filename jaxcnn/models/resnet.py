@@ -132,4 +132,3 @@ def resnet20(num_classes: int = 10, shortcut: str = "conv", *, ops: Any = _ops) 
     """ResNet-20 (``n = 3``): 269,722 parameters with ``shortcut="A"`` and 272,474 with ``"conv"`` on
     ``(N, 32, 32, 3)`` and 10 classes (derived in the module docstring)."""
     return resnet(20, num_classes, shortcut, ops=ops)
-
