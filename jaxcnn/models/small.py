@@ -64,25 +64,34 @@ def fashion_cnn(num_classes: int = 10, dropout: float = 0.5, *, ops: Any = _ops)
     )
 
 
-def mnist1d_cnn(num_classes: int = 10, channels: int = 25, *, ops: Any = _ops) -> Layer:
+def mnist1d_cnn(
+    num_classes: int = 10,
+    channels: int = 25,
+    *,
+    kernel_init: Any = "pytorch_default",
+    bias_init: Any = "pytorch_default",
+    ops: Any = _ops,
+) -> Layer:
     """The MNIST-1D paper's CNN (Greydanus, 2020) for ``(N, 40, 1)`` signals, returning logits::
 
         conv 25@5 stride 2 pad 1 -> relu -> conv 25@3 stride 2 pad 1 -> relu
           -> conv 25@3 stride 2 pad 1 -> relu -> flatten -> dense num_classes
 
     Lengths 40 -> 19 -> 10 -> 5, so 5 * 25 = 125 features; 5,210 parameters
-    (150 + 1,900 + 1,900 + 1,260).
+    (150 + 1,900 + 1,900 + 1,260). Initialised as the paper's PyTorch model is (PyTorch's default
+    uniform init for kernels and biases) unless ``kernel_init``/``bias_init`` say otherwise.
     """
     L = bind(ops)
+    init = dict(kernel_init=kernel_init, bias_init=bias_init)
     return serial(
-        L.Conv(channels, (5,), stride=2, padding=1),
+        L.Conv(channels, (5,), stride=2, padding=1, **init),
         L.Relu,
-        L.Conv(channels, (3,), stride=2, padding=1),
+        L.Conv(channels, (3,), stride=2, padding=1, **init),
         L.Relu,
-        L.Conv(channels, (3,), stride=2, padding=1),
+        L.Conv(channels, (3,), stride=2, padding=1, **init),
         L.Relu,
         L.Flatten,
-        L.Dense(num_classes),
+        L.Dense(num_classes, **init),
     )
 
 
