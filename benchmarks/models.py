@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcnn import losses, models, reference, train
+from jaxcnn import losses, models, reference
 
 from .timing import compare
 
@@ -57,11 +57,17 @@ def bench_model(name: str, batch: int, repeats: int) -> dict:
         "jaxcnn": step_fn(hand, losses.softmax_cross_entropy, optimizer),
         "autodiff": step_fn(auto, reference.softmax_cross_entropy, optimizer),
     }
-    times = compare({k: (lambda f=f: f(params, model_state, opt_state, x, y, key)) for k, f in steps.items()},
-                    repeats=repeats)
-    return {"model": name, "batch": batch, "jaxcnn_ms": times["jaxcnn"], "autodiff_ms": times["autodiff"],
-            "speedup": times["autodiff"] / times["jaxcnn"],
-            "jaxcnn_examples_per_s": batch / times["jaxcnn"] * 1e3}
+    times = compare(
+        {k: (lambda f=f: f(params, model_state, opt_state, x, y, key)) for k, f in steps.items()}, repeats=repeats
+    )
+    return {
+        "model": name,
+        "batch": batch,
+        "jaxcnn_ms": times["jaxcnn"],
+        "autodiff_ms": times["autodiff"],
+        "speedup": times["autodiff"] / times["jaxcnn"],
+        "jaxcnn_examples_per_s": batch / times["jaxcnn"] * 1e3,
+    }
 
 
 def main(argv=None) -> int:
@@ -75,13 +81,16 @@ def main(argv=None) -> int:
     names = ["lenet5", "mnist1d_cnn"] if args.quick else args.models
     repeats = args.repeats or (5 if args.quick else 11)
     rows = []
-    print("| model (batch %d) | jaxcnn step ms | autodiff step ms | autodiff / jaxcnn | jaxcnn examples/s |" % args.batch)
+    print(f"| model (batch {args.batch}) | jaxcnn step ms | autodiff step ms | autodiff / jaxcnn | jaxcnn examples/s |")
     print("|---|---:|---:|---:|---:|")
     for name in names:
         r = bench_model(name, args.batch, repeats)
         rows.append(r)
-        print(f"| {name} | {r['jaxcnn_ms']:.1f} | {r['autodiff_ms']:.1f} | {r['speedup']:.2f}x | "
-              f"{r['jaxcnn_examples_per_s']:,.0f} |", flush=True)
+        print(
+            f"| {name} | {r['jaxcnn_ms']:.1f} | {r['autodiff_ms']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['jaxcnn_examples_per_s']:,.0f} |",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"jax": jax.__version__, "rows": rows}, f, indent=1)

@@ -7,12 +7,19 @@ conv 32@5x5 SAME -> pool -> conv 64@5x5 SAME -> pool -> dense 1024 -> dropout 0.
 """
 
 import optax
+from common import run
 
 from jaxcnn import data, models
-from common import run
 
 EPOCHS, BATCH = 20, 128
 ds = data.load("fashion-mnist")
 schedule = optax.cosine_decay_schedule(1e-3, EPOCHS * (len(ds.x_train) // BATCH))
-run("fashion_cnn", models.fashion_cnn(), ds, epochs=EPOCHS, batch_size=BATCH, optimizer=optax.adam(schedule),
-    learning_rate=schedule)
+run(
+    "fashion_cnn",
+    models.fashion_cnn(),
+    ds,
+    epochs=EPOCHS,
+    batch_size=BATCH,
+    optimizer=optax.adam(schedule),
+    learning_rate=schedule,
+)

@@ -10,10 +10,10 @@ with a linear warm-up and cosine decay, batch 128.
 import argparse
 
 import optax
+from common import run
 
 from jaxcnn import data, models
 from jaxcnn.data import augment
-from common import run
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=12)
@@ -24,5 +24,13 @@ ds = data.load("fashion-mnist")
 steps = args.epochs * (len(ds.x_train) // BATCH)
 schedule = optax.warmup_cosine_decay_schedule(0.0, 0.1, steps // 20, steps)
 optimizer = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(schedule, momentum=0.9, nesterov=True))
-run("fashion_resnet20", models.resnet20(), ds, epochs=args.epochs, batch_size=BATCH, optimizer=optimizer,
-    learning_rate=schedule, augment=lambda key, x: augment(key, x, crop_pad=2, flip=True))
+run(
+    "fashion_resnet20",
+    models.resnet20(),
+    ds,
+    epochs=args.epochs,
+    batch_size=BATCH,
+    optimizer=optimizer,
+    learning_rate=schedule,
+    augment=lambda key, x: augment(key, x, crop_pad=2, flip=True),
+)

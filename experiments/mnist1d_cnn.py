@@ -44,8 +44,10 @@ for seed in args.seeds:
     print(f"seed {seed}: test accuracy {test['accuracy']:.3f} after {args.steps} steps, {seconds:.1f} s", flush=True)
 
 accuracies = [r["test_accuracy"] for r in results]
-print(f"mean test accuracy {np.mean(accuracies):.4f} (min {min(accuracies):.3f}, max {max(accuracies):.3f}) "
-      f"over seeds {args.seeds}")
+print(
+    f"mean test accuracy {np.mean(accuracies):.4f} (min {min(accuracies):.3f}, max {max(accuracies):.3f}) "
+    f"over seeds {args.seeds}"
+)
 if args.json:
     with open(args.json, "w") as f:
         json.dump({"experiment": "mnist1d_cnn", "steps": args.steps, "runs": results}, f, indent=1)

@@ -11,15 +11,22 @@ experiments/results/seed_cnn_sgd.png.
 import argparse
 
 import optax
+from common import RESULTS, run
 
 from jaxcnn import data, models, plots, train
-from common import RESULTS, run
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=5)
 args = parser.parse_args()
 
 ds = data.load("fashion-mnist")
-record = run("seed_cnn_sgd", models.seed_cnn(), ds, epochs=args.epochs, batch_size=32, optimizer=optax.sgd(0.5),
-             loss_fn=train.probability_nll_loss)
+record = run(
+    "seed_cnn_sgd",
+    models.seed_cnn(),
+    ds,
+    epochs=args.epochs,
+    batch_size=32,
+    optimizer=optax.sgd(0.5),
+    loss_fn=train.probability_nll_loss,
+)
 plots.plot_curves(record["history"], RESULTS / "seed_cnn_sgd.png")
