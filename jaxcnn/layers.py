@@ -50,7 +50,8 @@ from jax import lax
 
 from . import initializers as _inits
 from . import ops as _default_ops
-from .ops._padding import dilated_size, normalize_padding
+from .ops._padding import dilated_size, is_int, normalize_padding
+from .ops._validate import check_positive_int
 from .ops.conv import conv_spec, conv_transpose_spec
 from .ops.conv import output_shape as _conv_output_shape
 from .ops.pool import check_p, pool_spec
@@ -108,24 +109,6 @@ class Layer(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    try:
-        operator.index(v)
-    except TypeError:
-        return False
-    return True
-
-
-def _positive_int(value: Any, arg: str) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{arg} must be a positive int, got {value!r}")
-    if operator.index(value) < 1:
-        raise ValueError(f"{arg} must be a positive int, got {value!r}")
-    return operator.index(value)
-
-
 def _bool(value: Any, arg: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{arg} must be a bool, got {value!r}")
@@ -143,12 +126,12 @@ def _int_or_tuple(value: Any, arg: str, *, minimum: int = 1) -> tuple[int | tupl
     int, which applies to every spatial axis)."""
     what = {0: "a non-negative int", 1: "a positive int"}[minimum]
     msg = f"{arg} must be {what} or tuple of ints, got {value!r}"
-    if _is_int(value):
+    if is_int(value):
         if operator.index(value) < minimum:
             raise ValueError(msg)
         return operator.index(value), None
     if isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(_is_int(v) for v in value):
+        if not all(is_int(v) for v in value):
             raise TypeError(msg)
         if not 1 <= len(value) <= 3:
             raise ValueError(f"{arg} must have 1, 2 or 3 entries (one per spatial axis), got {value!r}")
@@ -164,7 +147,7 @@ def _padding_rank(padding: Any) -> int | None:
     if isinstance(padding, str):
         normalize_padding(padding, (1,), (1,), (1,), (1,))  # refuses anything but VALID / SAME
         return None
-    if _is_int(padding):
+    if is_int(padding):
         normalize_padding(padding, (1,), (1,), (1,), (1,))
         return None
     if isinstance(padding, Sequence) and 1 <= len(padding) <= 3:
@@ -195,7 +178,7 @@ def _shape_arg(input_shape: Any, layer: str) -> Shape:
     msg = f"{layer}: input_shape must be a tuple of ints (N, ..., C), got {input_shape!r}"
     if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
         raise TypeError(msg)
-    if not all(_is_int(d) for d in input_shape):
+    if not all(is_int(d) for d in input_shape):
         raise TypeError(msg)
     shape = tuple(operator.index(d) for d in input_shape)
     if len(shape) == 0 or shape[0] < -1 or any(d < 1 for d in shape[1:]):
@@ -318,9 +301,9 @@ def Conv(
     ``floor((n + lo + hi - d(k-1) - 1) / s) + 1``; ``padding`` is ``"VALID"``, ``"SAME"``, an int, or
     per-axis ints / ``(lo, hi)`` pairs (see :func:`jaxcnn.ops.conv`).
     """
-    features = _positive_int(features, "features")
+    features = check_positive_int(features, "features")
     cfg = _WindowConfig.make(kernel_size, stride, dilation, padding)
-    groups = _positive_int(groups, "groups")
+    groups = check_positive_int(groups, "groups")
     if features % groups:
         raise ValueError(f"features (={features}) must be divisible by groups (={groups})")
     use_bias = _bool(use_bias, "use_bias")
@@ -390,12 +373,12 @@ def ConvTranspose(
     ``(features,)``. Initializers see that layout, so ``fan_in = prod(window) * features // groups``,
     the value PyTorch computes for ``ConvTranspose*d``.
     """
-    features = _positive_int(features, "features")
+    features = check_positive_int(features, "features")
     out_pad, out_pad_rank = _int_or_tuple(output_padding, "output_padding", minimum=0)
     cfg = _WindowConfig.make(kernel_size, stride, dilation, padding, output_padding=(out_pad, out_pad_rank))
     if isinstance(padding, str) and padding.upper() == "SAME" and any(_expand(out_pad, cfg.rank or 1)):
         raise ValueError(f"output_padding must be 0 with padding='SAME' (which sets it), got {output_padding!r}")
-    groups = _positive_int(groups, "groups")
+    groups = check_positive_int(groups, "groups")
     if features % groups:
         raise ValueError(f"features (={features}) must be divisible by groups (={groups})")
     use_bias = _bool(use_bias, "use_bias")
@@ -451,7 +434,7 @@ def DepthwiseConv(
     (``groups = C_in``), so ``C_out = depth_multiplier * C_in``. Params: ``kernel``
     ``(*window, 1, C_in * depth_multiplier)`` (``fan_in = prod(window)``), ``bias`` ``(C_out,)``."""
     cfg = _WindowConfig.make(kernel_size, stride, dilation, padding)
-    depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier")
+    depth_multiplier = check_positive_int(depth_multiplier, "depth_multiplier")
     use_bias = _bool(use_bias, "use_bias")
     kernel_init = _inits.get(kernel_init, "kernel_init")
     bias_init = _inits.get(bias_init, "bias_init")
@@ -499,9 +482,9 @@ def SeparableConv(
     + C_in m features (+ features)`` parameters instead of ``prod(window) C_in features``. Stride,
     padding and dilation apply to the depthwise stage.
     """
-    features = _positive_int(features, "features")
+    features = check_positive_int(features, "features")
     cfg = _WindowConfig.make(kernel_size, stride, dilation, padding)
-    depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier")
+    depth_multiplier = check_positive_int(depth_multiplier, "depth_multiplier")
     use_bias = _bool(use_bias, "use_bias")
     kernel_init = _inits.get(kernel_init, "kernel_init")
     bias_init = _inits.get(bias_init, "bias_init")
@@ -549,7 +532,7 @@ def Dense(
 
     Params: ``kernel`` ``(in, features)``, ``bias`` ``(features,)`` (the bias goes through
     ``ops.dense``'s hand-derived ``db = sum dz``)."""
-    features = _positive_int(features, "features")
+    features = check_positive_int(features, "features")
     use_bias = _bool(use_bias, "use_bias")
     kernel_init = _inits.get(kernel_init, "kernel_init")
     bias_init = _inits.get(bias_init, "bias_init")

@@ -20,7 +20,7 @@ import numpy as np
 from .ops._validate import check_floating
 from .ops.activation import stable_log_softmax
 
-__all__ = ["softmax_cross_entropy", "mse", "check_labels"]
+__all__ = ["softmax_cross_entropy", "mse", "check_labels", "check_mse"]
 
 
 def check_labels(logits: Any, labels: Any, op: str = "softmax_cross_entropy") -> tuple[jax.Array, jax.Array]:
@@ -105,8 +105,8 @@ def _mse_bwd(residuals, g):
 _mse.defvjp(_mse_fwd, _mse_bwd)
 
 
-def mse(pred: Any, target: Any):
-    """Mean squared error over every element; both arguments get gradients."""
+def check_mse(pred: Any, target: Any) -> tuple[jax.Array, jax.Array]:
+    """Validate ``mse``'s arguments (shared with the reference twin)."""
     pred, target = jnp.asarray(pred), jnp.asarray(target)
     check_floating(pred, "pred", "mse")
     check_floating(target, "target", "mse")
@@ -116,4 +116,9 @@ def mse(pred: Any, target: Any):
         )
     if pred.size == 0:
         raise ValueError(f"mse: pred must be non-empty, got shape {tuple(pred.shape)}")
-    return _mse(pred, target)
+    return pred, target
+
+
+def mse(pred: Any, target: Any):
+    """Mean squared error over every element; both arguments get gradients."""
+    return _mse(*check_mse(pred, target))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .losses import check_labels
+from .losses import check_labels, check_mse
 from .ops._padding import dilated_size
 from .ops._validate import check_axis, check_floating
 from .ops.activation import check_negative_slope
@@ -209,11 +209,5 @@ def softmax_cross_entropy(logits: Any, labels: Any):
 
 
 def mse(pred: Any, target: Any):
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
-    check_floating(pred, "pred", "mse")
-    check_floating(target, "target", "mse")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+    pred, target = check_mse(pred, target)
     return jnp.mean(jnp.square(pred - target))

@@ -16,6 +16,7 @@ from typing import Any
 Pads = tuple[tuple[int, int], ...]
 
 __all__ = [
+    "is_int",
     "normalize_tuple",
     "normalize_padding",
     "same_padding",
@@ -28,7 +29,8 @@ __all__ = [
 ]
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer (Python or NumPy) that is not a bool."""
     # bool is an int subclass, but stride=True is surely a mistake.
     if isinstance(v, bool):
         return False
@@ -43,11 +45,11 @@ def normalize_tuple(value: Any, ndim: int, name: str, *, minimum: int = 1) -> tu
     """An int or a sequence of ``ndim`` ints, each ``>= minimum``, as a tuple of ``ndim`` ints."""
     what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
     msg = f"{name} must be {what} or tuple of {ndim} ints, got {value!r}"
-    if _is_int(value):
+    if is_int(value):
         values = (operator.index(value),) * ndim
     elif isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != ndim or not all(_is_int(v) for v in value):
-            raise (ValueError if all(_is_int(v) for v in value) else TypeError)(msg)
+        if len(value) != ndim or not all(is_int(v) for v in value):
+            raise (ValueError if all(is_int(v) for v in value) else TypeError)(msg)
         values = tuple(operator.index(v) for v in value)
     else:
         raise TypeError(msg)
@@ -97,14 +99,14 @@ def normalize_padding(
         f"padding must be a non-negative int or a sequence of {ndim} non-negative ints or (lo, hi) pairs, "
         f"got {padding!r}"
     )
-    if _is_int(padding):
+    if is_int(padding):
         pads = ((operator.index(padding),) * 2,) * ndim
     elif isinstance(padding, Sequence) and len(padding) == ndim:
         pads_list = []
         for p in padding:
-            if _is_int(p):
+            if is_int(p):
                 pads_list.append((operator.index(p),) * 2)
-            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(_is_int, p)):
+            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(is_int, p)):
                 pads_list.append((operator.index(p[0]), operator.index(p[1])))
             else:
                 raise TypeError(msg)
