@@ -7,6 +7,8 @@
 - :mod:`jaxcnn.gradcheck`: compare any VJP with autodiff and finite differences.
 """
 
+from . import checkpoint as checkpoint
+from . import data as data
 from . import gradcheck as gradcheck
 from . import losses as losses
 from . import ops as ops
@@ -14,7 +16,7 @@ from . import reference as reference
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "reference", "losses", "gradcheck"]
+__all__ = ["ops", "reference", "losses", "gradcheck", "checkpoint", "data"]
 
 # --- layers, combinators and models (issue 3) -------------------------------------------------
 
@@ -41,3 +43,9 @@ __all__ += [
     "concatenate",
     "residual",
 ]
+
+# --- training and scaling out (issues 4 and 5) -------------------------------------------------
+from . import distributed as distributed  # noqa: E402
+from . import train as train  # noqa: E402
+
+__all__ += ["train", "distributed"]

@@ -132,9 +132,49 @@ def _run_config(args: argparse.Namespace) -> dict:
     defaults = DEFAULTS[args.dataset]
     config = {k: getattr(args, k) if getattr(args, k) is not None else defaults[k] for k in defaults}
     config.update(
-        dataset=args.dataset, schedule=args.schedule, seed=args.seed, augment=args.augment, data_dir=args.data_dir
+        dataset=args.dataset,
+        schedule=args.schedule,
+        seed=args.seed,
+        augment=args.augment,
+        data_dir=args.data_dir,
+        dtype=args.dtype or "float32",
     )
     return config
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _compute_dtype(name: str):
+    """``--dtype``: ``float32`` trains as before (no casts); ``bfloat16`` is the mixed-precision policy."""
+    import jax.numpy as jnp
+
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"--dtype must be one of {list(COMPUTE_DTYPES)}, got {name!r}")
+    return None if name == "float32" else jnp.bfloat16
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """``--coordinator``: join the multi-process run (before any JAX computation in this process)."""
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT")
+        return
+    from . import distributed
+
+    if args.coordinator == "auto":
+        if args.num_processes is not None or args.process_id is not None:
+            raise ValueError("--coordinator auto detects the processes; drop --num-processes and --process-id")
+        distributed.initialize()
+        return
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator must be HOST:PORT (process 0's address) or auto, got {args.coordinator!r}")
+    if args.num_processes is None or args.process_id is None:
+        raise ValueError(f"--coordinator {args.coordinator} needs --num-processes P and --process-id I")
+    if args.process_id >= args.num_processes:
+        raise ValueError(f"--process-id must be in [0, {args.num_processes}) (--num-processes), got {args.process_id}")
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _augmenter(enabled: bool, image_rank: int):
@@ -167,15 +207,26 @@ def train_command(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from . import checkpoint, train
+    _join_processes(args)  # first: jax.distributed.initialize must precede any JAX computation
+    import jax
+
+    from . import checkpoint, distributed, train
 
     config = _run_config(args)
     out = Path(args.out or f"runs/{config['model']}-{config['dataset']}")
     if args.resume:
         saved = checkpoint.read_meta(out)  # refuses a missing or damaged checkpoint with a clear message
-        given = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "optimizer", "lr")}
-        config = {**saved["config"], **{k: v for k, v in given.items() if v is not None}}
+        given = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "optimizer", "lr", "dtype")}
+        config = {"dtype": "float32", **saved["config"], **{k: v for k, v in given.items() if v is not None}}
         config["seed"] = saved["config"]["seed"]
+    compute_dtype = _compute_dtype(config["dtype"])
+    if args.devices is not None and args.devices > jax.local_device_count():
+        raise ValueError(
+            f"--devices must be at most {jax.local_device_count()} (the local devices of this process), "
+            f"got {args.devices}"
+        )
+    mesh = distributed.make_mesh(args.devices)  # None: every local device (of every process)
+    distributed.process_batch_slice(config["batch_size"], mesh)  # the batch must split evenly over the devices
     data = load_dataset(config["dataset"], config["model"], config["data_dir"])
     model, loss = build_model(config["model"], data.num_classes)
     augment = _augmenter(config["augment"], data.x_train.ndim - 1)
@@ -183,14 +234,18 @@ def train_command(args: argparse.Namespace) -> int:
     optimizer, lr = train.make_optimizer(
         config["optimizer"], config["lr"], schedule=config["schedule"], total_steps=max(steps, 1)
     )
-    print(
-        f"jaxcnn train: {config['model']} on {config['dataset']} {data.x_train.shape[1:]}, "
-        f"{len(data.x_train)} train / {len(data.x_test)} test, {config['epochs']} epochs of "
-        f"{len(data.x_train) // config['batch_size']} steps, {config['optimizer']} lr {config['lr']} "
-        f"({config['schedule']}), out {out}",
-        file=sys.stderr,
-        flush=True,
-    )
+    writer = jax.process_index() == 0
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    if writer:
+        print(
+            f"jaxcnn train: {config['model']} on {config['dataset']} {data.x_train.shape[1:]}, "
+            f"{len(data.x_train)} train / {len(data.x_test)} test, {config['epochs']} epochs of "
+            f"{len(data.x_train) // config['batch_size']} steps, {config['optimizer']} lr {config['lr']} "
+            f"({config['schedule']}), {config['dtype']} compute, batch {config['batch_size']} over "
+            f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}",
+            file=sys.stderr,
+            flush=True,
+        )
     start = time.perf_counter()
     result = train.fit(
         model,
@@ -208,8 +263,13 @@ def train_command(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         meta={"model": config["model"], "dataset": config["dataset"], "config": config},
         max_steps=args.max_steps,
+        mesh=mesh,
+        compute_dtype=compute_dtype,
     )
     wall = time.perf_counter() - start
+    if not writer:  # process 0 writes the summary and plots and reports
+        return 0
+    result = result._replace(state=distributed.local_copy(result.state))
     summary = {
         "test_accuracy": result.test["accuracy"],
         "test_loss": result.test["loss"],
@@ -241,7 +301,15 @@ def eval_command(args: argparse.Namespace) -> int:
     )
     target = train.init_train_state(model, (config["batch_size"], *data.x_train.shape[1:]), optimizer, config["seed"])
     state, meta = checkpoint.load(args.checkpoint, target)
-    result = train.evaluate(model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=loss)
+    result = train.evaluate(
+        model,
+        state.params,
+        state.model_state,
+        data.x_test,
+        data.y_test,
+        loss_fn=loss,
+        compute_dtype=_compute_dtype(config.get("dtype", "float32")),
+    )
     print(
         f"{config['model']} on {config['dataset']} test split ({len(data.x_test)} examples), step {meta['step']}: "
         f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
@@ -307,6 +375,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--log-every", type=_positive(int), default=50, help="metrics row every N steps (default 50)")
     tr.add_argument("--max-steps", type=_positive(int), help="stop after this many steps in all (smoke runs)")
     tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    tr.add_argument(
+        "--dtype",
+        choices=COMPUTE_DTYPES,
+        help="compute dtype of forward and backward passes; bfloat16 keeps parameters, optimizer state, "
+        "gradients and the loss in float32 (default float32, or the resumed run's)",
+    )
+    dp = tr.add_argument_group(
+        "scaling out",
+        "Data parallelism over a 1-D device mesh: each batch (--batch-size is the global batch) is split "
+        "evenly over the devices and the parameters are replicated; XLA all-reduces the gradients. "
+        "Several processes (one per host) train together with --coordinator, --num-processes, --process-id: "
+        "process 0 writes the checkpoint, metrics and plots; --out must be shared for --resume.",
+    )
+    dp.add_argument(
+        "--devices",
+        type=_positive(int),
+        help="local devices per process to split each batch over (default: all local devices)",
+    )
+    dp.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0 (the same for every process): calls jax.distributed.initialize; "
+        "'auto' detects the cluster (TPU pods, GKE, SLURM)",
+    )
+    dp.add_argument("--num-processes", type=_positive(int), help="number of processes (with --coordinator)")
+    dp.add_argument(
+        "--process-id", type=_non_negative_int, help="this process's index in [0, --num-processes) (with --coordinator)"
+    )
     tr.set_defaults(func=train_command)
 
     ev = sub.add_parser(
