@@ -7,15 +7,24 @@ import pytest
 from helpers import assert_close
 
 from jaxcnn import ops, reference
-from jaxcnn.ops.conv import MAX_WEIGHT_GRAD_CHUNKS, conv_spec, weight_grad, weight_grad_chunked, weight_grad_chunks
+from jaxcnn.ops.conv import (
+    MAX_WEIGHT_GRAD_CHUNKS,
+    MIN_PATCH_SIZE_TO_CHUNK,
+    conv_spec,
+    weight_grad,
+    weight_grad_chunked,
+    weight_grad_chunks,
+)
 
 
 def test_weight_grad_chunk_policy():
-    assert weight_grad_chunks(128, jnp.float32) == 8
-    assert weight_grad_chunks(100, jnp.float32) == 7  # 6 chunks of 16 and one of 4
-    assert weight_grad_chunks(31, jnp.float32) == 1
-    assert weight_grad_chunks(4096, jnp.bfloat16) == MAX_WEIGHT_GRAD_CHUNKS
-    assert weight_grad_chunks(128, jnp.float64) == 1
+    big = MIN_PATCH_SIZE_TO_CHUNK
+    assert weight_grad_chunks(128, jnp.float32, big) == 8
+    assert weight_grad_chunks(100, jnp.float32, big) == 7  # 6 chunks of 16 and one of 4
+    assert weight_grad_chunks(31, jnp.float32, big) == 1
+    assert weight_grad_chunks(4096, jnp.bfloat16, big) == MAX_WEIGHT_GRAD_CHUNKS
+    assert weight_grad_chunks(128, jnp.float64, big) == 1
+    assert weight_grad_chunks(128, jnp.float32, big - 1) == 1  # too little work per example (MNIST-1D convs)
 
 
 CONFIGS = [
@@ -40,9 +49,9 @@ def test_chunked_weight_grad_equals_textbook(x_shape, w_shape, kw, chunks, dtype
 
 
 def test_float32_conv_gradient_uses_chunks_and_matches_autodiff(rng):
-    # batch 64 in float32 takes the chunked path inside the custom VJP
-    x = jnp.asarray(rng.standard_normal((64, 10, 10, 3)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5)), jnp.float32)
-    assert weight_grad_chunks(x.shape[0], x.dtype) > 1
+    # batch 64 in float32, 16x16 output positions x 9 taps x 8 channels per example: the chunked path
+    x = jnp.asarray(rng.standard_normal((64, 32, 32, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 8, 5)), jnp.float32)
+    assert weight_grad_chunks(x.shape[0], x.dtype, 16 * 16 * 9 * 8) == 4
     f = lambda impl: jax.grad(lambda w: jnp.sum(jnp.sin(impl.conv(x, w, stride=2, padding=1))))(w)
     assert_close(f(ops), f(reference), 2e-5, "dw")

@@ -35,6 +35,7 @@ written in differentiable ``lax`` operations.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -250,15 +251,19 @@ def weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: Conv
 # patch matrix XLA builds for one chunk stays in cache. Same math, another summation order.
 WEIGHT_GRAD_CHUNK = 16
 MAX_WEIGHT_GRAD_CHUNKS = 32  # bounds the unrolled graph for very large batches
+# Per example, the patch matrix has (output positions) x (window taps) x (input channels per group)
+# entries. Below this, a chunk is too little work to pay for its own call (the MNIST-1D convs: 95-750).
+MIN_PATCH_SIZE_TO_CHUNK = 4096
 
 
-def weight_grad_chunks(batch: int, dtype) -> int:
+def weight_grad_chunks(batch: int, dtype, patch_size: int) -> int:
     """How many batch chunks :func:`weight_grad_chunked` uses (1 means the textbook single call).
 
-    Only float32/bfloat16/float16 inputs of at least two chunks' worth of examples are split; float64
-    keeps the single call (XLA:CPU has no fast float64 convolution, so nothing was gained there).
+    Only float32/bfloat16/float16 inputs with at least two chunks' worth of examples, each example
+    carrying a patch matrix of at least ``MIN_PATCH_SIZE_TO_CHUNK`` entries, are split; float64 keeps the
+    single call (XLA:CPU has no fast float64 convolution, so nothing was gained there).
     """
-    if jnp.dtype(dtype) == jnp.float64 or batch < 2 * WEIGHT_GRAD_CHUNK:
+    if jnp.dtype(dtype) == jnp.float64 or batch < 2 * WEIGHT_GRAD_CHUNK or patch_size < MIN_PATCH_SIZE_TO_CHUNK:
         return 1
     return min(-(-batch // WEIGHT_GRAD_CHUNK), MAX_WEIGHT_GRAD_CHUNKS)
 
@@ -276,8 +281,14 @@ def weight_grad_chunked(x: jax.Array, dz: jax.Array, window: tuple[int, ...], sp
 
 def fast_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
     """The weight gradient in the formulation measured fastest for this shape and dtype."""
-    chunks = weight_grad_chunks(x.shape[0], x.dtype)
+    patch_size = math.prod(dz.shape[1:-1]) * math.prod(window) * w_in_channels(x, spec)
+    chunks = weight_grad_chunks(x.shape[0], x.dtype, patch_size)
     return weight_grad(x, dz, window, spec) if chunks == 1 else weight_grad_chunked(x, dz, window, spec, chunks)
+
+
+def w_in_channels(x: jax.Array, spec: ConvSpec) -> int:
+    """Input channels per group: the kernel's ``C_in // groups`` axis."""
+    return x.shape[-1] // spec.groups
 
 
 # ---------------------------------------------------------------------------------------------
