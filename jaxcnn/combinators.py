@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import Identity, Layer
+from .ops._padding import is_int
 
 __all__ = ["serial", "parallel", "fan_out", "concatenate", "residual"]
 
@@ -148,12 +149,9 @@ def fan_out(n: int) -> Layer:
 def concatenate(axis: int = -1) -> Layer:
     """``(x1, ..., xk) -> jnp.concatenate([x1, ..., xk], axis)``; ``axis`` counts the batch axis, so the
     default ``-1`` joins channels. Every other axis must agree."""
-    if isinstance(axis, bool):
+    if not is_int(axis):
         raise TypeError(f"axis must be an int, got {axis!r}")
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int, got {axis!r}") from None
+    axis = operator.index(axis)
 
     def init(key, input_shape):
         if (
