@@ -466,16 +466,27 @@ def fit(
     if mesh is not None:
         state = distributed.replicate(state, mesh)
 
+    # The step last checkpointed and the last evaluation (step, result): a run that ends on an epoch
+    # boundary has already saved and evaluated its final state in the loop.
+    saved_step, last_eval = -1, (-1, None)
+
     def save_checkpoint(state: TrainState) -> None:
-        if out is None:
+        nonlocal saved_step
+        if out is None or int(state.step) == saved_step:
             return
+        saved_step = int(state.step)
         if writer:
             ckpt.save(out, distributed.local_copy(state), {**meta, "step": int(state.step)})
         distributed.sync(f"jaxcnn-checkpoint-{int(state.step)}")  # no process runs ahead of the saved state
 
     def run_evaluation(state: TrainState) -> dict:
+        nonlocal last_eval
+        if last_eval[0] == int(state.step):
+            return last_eval[1]
         params, model_state = distributed.local_copy((state.params, state.model_state))
-        return evaluate(model, params, model_state, data.x_test, data.y_test, loss_fn=loss_fn, eval_step=eval_step)
+        result = evaluate(model, params, model_state, data.x_test, data.y_test, loss_fn=loss_fn, eval_step=eval_step)
+        last_eval = (int(state.step), result)
+        return result
 
     step_fn = make_train_step(model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype)
     eval_step = make_eval_step(model, loss_fn, compute_dtype=compute_dtype)
