@@ -1,16 +1,15 @@
 """Op level: forward+backward of each op, jaxcnn's hand-derived VJP vs `jax.vjp` of the reference twin.
 
-    python -m benchmarks.ops [--quick] [--repeats N] [--json PATH]
+    python -m benchmarks.ops [--quick] [--repeats N] [--only TEXT] [--out DIR | --json PATH]
 
 Each case is jitted once per implementation; the timed function computes the output and the cotangents
-of every floating input for a fixed random cotangent. Ratio > 1 means jaxcnn is faster.
+of every floating input for a fixed random cotangent. Ratio > 1 means jaxcnn is faster. Writes
+``ops.json`` (see `benchmarks.output` for where).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from typing import NamedTuple
 
 import jax
@@ -19,6 +18,7 @@ import numpy as np
 
 from jaxcnn import ops, reference
 
+from . import output
 from .timing import compare
 
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         "--repeats", type=int, default=None, help="timed calls per implementation (default 15, quick 5)"
     )
     parser.add_argument("--only", default=None, help="only cases whose name contains this text")
-    parser.add_argument("--json", default=None, help="write the rows as JSON here")
+    output.add_output_arguments(parser)
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 15)
     cases = [c for c in CASES if (c.quick or not args.quick) and (args.only is None or args.only in c.name)]
@@ -135,10 +135,8 @@ def main(argv=None) -> int:
         )
     print()
     print(markdown(rows))
-    if args.json:
-        meta = {"jax": jax.__version__, "machine": platform.processor() or platform.machine(), "repeats": repeats}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    meta = {**output.library_versions(), **output.machine(), "repeats": repeats}
+    output.write_json(output.json_path(args, "ops"), {"meta": meta, "rows": rows})
     return 0
 
 

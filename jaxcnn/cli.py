@@ -1,4 +1,4 @@
-"""The ``jaxcnn`` command: ``train``, ``eval`` and ``gradcheck``.
+"""The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck`` and ``bench``.
 
 Bad flags and values end with a one-line ``jaxcnn <command>: error: ...`` on stderr and exit status 2.
 """
@@ -317,6 +317,40 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+BENCH_PARTS = ("ops", "models", "scaling", "report")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``jaxcnn bench``, shared with ``python -m benchmarks``."""
+    parser.add_argument(
+        "--quick", action="store_true", help="a check that everything runs: few cases and repeats (< 3 min on 2 cores)"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="directory for the JSON, report.md and plots (default benchmarks/results[/quick])"
+    )
+    parser.add_argument(
+        "--parts", nargs="+", choices=BENCH_PARTS, default=list(BENCH_PARTS), help="what to run (default all)"
+    )
+    parser.add_argument("--repeats", type=_positive(int), help="timed rounds per case (default: per benchmark)")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks import suite
+    except ImportError as err:
+        print(
+            f"jaxcnn bench: error: cannot import the benchmarks package ({err}); it ships with the source "
+            "checkout: run `pip install -e .` in the repository",
+            file=sys.stderr,
+        )
+        return 2
+    return suite.run(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line: ``jaxcnn train: error: argument --epochs: ...``."""
 
@@ -413,6 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="the run directory holding checkpoint.msgpack")
     ev.add_argument("--data-dir", help="directory holding the dataset files")
     ev.set_defaults(func=eval_command)
+
+    be = sub.add_parser(
+        "bench",
+        help="run the benchmarks (ops, training steps vs autodiff, Flax and PyTorch, scaling, memory)",
+        description="Time jaxcnn against JAX autodiff, flax.linen and PyTorch (when installed: pip install "
+        "torch==2.13.0) at the op and model level, sweep batch and image sizes, measure memory, and write JSON, "
+        "report.md and PNG plots to --out (the same as python -m benchmarks; see benchmarks/README.md).",
+    )
+    add_bench_arguments(be)
+    be.set_defaults(func=bench_command)
     return parser
 
 

@@ -1,9 +1,22 @@
-"""The benchmark scripts still run (structure only: benchmarks are never timed assertions)."""
+"""The benchmark scripts still run and the Flax/PyTorch twins are the jaxcnn networks (structure only:
+benchmarks are never timed assertions)."""
 
+import functools
 import json
+import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import flax_models, report, scaling, suite
 from benchmarks import models as model_bench
 from benchmarks import ops as op_bench
+from jaxcnn import cli
+from jaxcnn import models as zoo
+
+TWINS = list(model_bench.TWINS)
 
 
 def test_op_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
@@ -17,7 +30,176 @@ def test_op_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
 
 def test_model_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "models.json"
-    assert model_bench.main(["--models", "mnist1d_cnn", "--repeats", "1", "--batch", "16", "--json", str(out)]) == 0
+    argv = ["--models", "mnist1d_cnn", "--repeats", "1", "--batch", "16", "--matmul-size", "64", "--json", str(out)]
+    assert model_bench.main(argv) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "mnist1d_cnn" and row["batch"] == 16 and row["jaxcnn_ms"] > 0
+    assert row["flax_ms"] is None and row["torch_best_ms"] is None  # no twins for the 1-D model
     assert "| mnist1d_cnn |" in capsys.readouterr().out
+
+
+def test_model_benchmark_row_has_every_implementation(tmp_path):
+    argv = ["--models", "lenet5", "--batch", "4", "--repeats", "1", "--matmul-size", "64", "--out", str(tmp_path)]
+    assert model_bench.main(argv) == 0
+    data = json.loads((tmp_path / "models.json").read_text())
+    meta, (row,) = data["meta"], data["rows"]
+    assert meta["matmul_peak"]["best_gflops"] > 0 and meta["matmul_peak"]["size"] == 64
+    assert row["params"] == 61_706 and row["step_gflop"] > 0
+    for name in ("jaxcnn", "autodiff", "flax"):
+        assert row[f"{name}_ms"] > 0 and row[f"{name}_gflops"] > 0 and row[f"{name}_peak_fraction"] > 0
+    assert row["autodiff_over_jaxcnn"] == row["speedup"] > 0 and row["flax_over_jaxcnn"] > 0
+    if model_bench.torch_available():
+        assert meta["torch_num_threads"] >= 1
+        assert row["torch_nchw_ms"] > 0 and row["torch_channels_last_ms"] > 0
+        assert row["torch_best_ms"] == min(row["torch_nchw_ms"], row["torch_channels_last_ms"])
+        assert row["torch_best_layout"] in ("nchw", "channels_last") and row["torch_best_over_jaxcnn"] > 0
+    else:
+        assert row["torch_best_ms"] is None and "n/a" in model_bench.markdown([row])
+
+
+def test_step_flops_are_three_forward_passes():
+    forward = model_bench.forward_flops("lenet5", 2)
+    # conv1 28*28*6*25, conv2 10*10*16*150, dense 400*120 + 120*84 + 84*10 multiply-adds per example
+    macs = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert 2 * 2 * macs <= forward < 1.1 * 2 * 2 * macs  # plus biases, relus, pools
+    assert model_bench.step_flops("lenet5", 2) == 3 * forward
+
+
+@functools.cache
+def _jaxcnn_case(name: str, batch: int = 3):
+    """jaxcnn's params, state (running averages moved off their init), an input and its eval/train outputs."""
+    shape, factory = model_bench.MODELS[name]
+    model = factory()
+    _, params, state = model.init(jax.random.PRNGKey(0), (batch, *shape))
+    state = jax.tree_util.tree_map(lambda a: a + 0.5 * jnp.linspace(0, 1, a.size, dtype=a.dtype), state)
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    apply = jax.jit(model.apply, static_argnames="train")
+    evaluated = np.asarray(apply(params, state, x, train=False)[0])
+    trained = None if name == "fashion_cnn" else np.asarray(apply(params, state, x, train=True)[0])  # dropout
+    return params, state, x, evaluated, trained
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_flax_twin_has_jaxcnn_params_shapes_and_outputs(name):
+    params, state, x, evaluated, trained = _jaxcnn_case(name)
+    module = flax_models.make(name)
+    template = module.init(jax.random.PRNGKey(1), x, train=False)
+    assert zoo.count_params(template["params"]) == zoo.count_params(params)
+    variables = flax_models.params_from_jaxcnn(template, params, state)
+    out = module.apply(variables, x, train=False)
+    assert out.shape == evaluated.shape
+    np.testing.assert_allclose(out, evaluated, rtol=1e-4, atol=1e-4 * np.abs(evaluated).max())
+    if trained is not None:  # train mode: batch statistics
+        out, _ = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out, trained, rtol=1e-4, atol=1e-4 * np.abs(trained).max())
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_torch_twin_has_jaxcnn_params_shapes_and_outputs(name):
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_models
+
+    params, state, x, evaluated, trained = _jaxcnn_case(name)
+    net = torch_models.make(name, x.shape[1:])
+    assert sum(p.numel() for p in net.parameters()) == zoo.count_params(params)
+    torch_models.load_jaxcnn_params(net, params, state)
+    x_nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        out = net.eval()(x_nchw).numpy()
+        assert out.shape == evaluated.shape
+        np.testing.assert_allclose(out, evaluated, rtol=1e-4, atol=1e-4 * np.abs(evaluated).max())
+        if trained is not None:
+            out = net.train()(x_nchw.contiguous(memory_format=torch.channels_last)).numpy()
+            np.testing.assert_allclose(out, trained, rtol=1e-4, atol=1e-4 * np.abs(trained).max())
+
+
+def test_twins_follow_the_image_size():
+    """The image sweep builds every implementation on other image sizes (lenet5's dense layer grows)."""
+    prepared = model_bench.prepare("lenet5", 2, ["jaxcnn", "flax", "torch_nchw"], input_shape=(36, 36, 1))
+    assert (
+        prepared.input_shape == (36, 36, 1) and prepared.params == 61_706 + (16 * 7 * 7 - 400) * 120
+    )  # 36 -> 36 -> 18 -> 14 -> 7
+    for name, step in prepared.candidates().items():
+        assert step() is not None, name
+
+
+def test_scaling_runs_a_tiny_sweep(tmp_path, capsys):
+    argv = ["--models", "lenet5", "--batches", "1", "2", "--image-model", "lenet5", "--image-sizes", "28", "32"]
+    argv += ["--image-batch", "2", "--memory-models", "lenet5", "--memory-batch", "2", "--memory-impls", "jaxcnn"]
+    assert scaling.main([*argv, "--repeats", "1", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "scaling.json").read_text())
+    assert [(r["model"], r["batch"]) for r in data["batch_sweep"]] == [("lenet5", 1), ("lenet5", 2)]
+    assert all(r["jaxcnn_ms"] > 0 and r["autodiff_ms"] > 0 for r in data["batch_sweep"])
+    assert [r["image_size"] for r in data["image_sweep"]] == [28, 32]
+    assert data["image_sweep"][1]["input_shape"] == [32, 32, 1]
+    (xla,) = data["memory"]["xla"]
+    assert xla["implementation"] == "jaxcnn" and xla["temp_bytes"] > 0 and xla["argument_bytes"] > 0
+    (rss,) = data["memory"]["rss"]
+    assert (
+        rss["implementation"] == "jaxcnn" and rss["peak_bytes"] >= rss["baseline_bytes"] >= rss["after_imports_bytes"]
+    )
+    assert rss["step_bytes"] == rss["peak_bytes"] - rss["baseline_bytes"]
+
+
+def _small_results(directory):
+    """Hand-written JSON in the shape the benchmarks write (values are placeholders, not measurements)."""
+    row = {"model": "lenet5", "batch": 8, "jaxcnn_ms": 1.0, "autodiff_ms": 2.0, "flax_ms": 1.5}
+    row.update(torch_nchw_ms=None, torch_channels_last_ms=None, torch_best_ms=None, speedup=2.0)
+    row.update(flax_over_jaxcnn=1.5, torch_best_over_jaxcnn=None, jaxcnn_examples_per_s=8000.0)
+    row.update(jaxcnn_gflops=5.0, jaxcnn_peak_fraction=0.05, torch_best_gflops=None)
+    peak = {"size": 64, "jax_gflops": 100.0, "torch_gflops": None, "best_gflops": 100.0, "best": "jax"}
+    meta = {"jax": jax.__version__, "repeats": 1, "matmul_peak": peak}
+    (directory / "models.json").write_text(json.dumps({"meta": meta, "rows": [row]}))
+    sweep = [{"model": "lenet5", "batch": b, "jaxcnn_ms": b, "autodiff_ms": 2.0 * b} for b in (1, 2, 4)]
+    image = [{"model": "resnet20", "batch": 2, "image_size": s, "jaxcnn_ms": s, "autodiff_ms": s} for s in (28, 32)]
+    mib = {"temp_bytes": 2**20, "argument_bytes": 2**20, "output_bytes": 2**20}
+    xla = [{"model": "lenet5", "batch": 8, "implementation": i, **mib} for i in ("jaxcnn", "autodiff")]
+    rss = [{"model": "lenet5", "batch": 8, "implementation": "jaxcnn"}]
+    rss[0].update(after_imports_bytes=2**27, baseline_bytes=2**28, peak_bytes=2**29, step_bytes=2**28)
+    scaling_data = {"batch_sweep": sweep, "image_sweep": image, "memory": {"xla": xla, "rss": rss}}
+    (directory / "scaling.json").write_text(json.dumps(scaling_data))
+
+
+def test_report_writes_markdown_and_plots(tmp_path):
+    _small_results(tmp_path)
+    assert report.main(["--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| lenet5 | 1.0 | 2.0 | 1.5 | n/a | n/a | 2.00x | 1.50x | n/a |" in text
+    assert "## Step time against batch size" in text and "| lenet5 | 4 | 4.00 | 8.00 | 2.00x |" in text
+    assert "## Memory" in text and "| lenet5 | 8 | JAX autodiff | 1.0 | 1.0 | 1.0 |" in text
+    assert "| lenet5 | 8 | jaxcnn | 256 | 512 | 256 |" in text
+    for png in ("models_step_time.png", "scaling_batch.png", "scaling_image.png", "memory.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_report_refuses_an_empty_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "no ops.json" in capsys.readouterr().err
+
+
+def test_suite_runs_the_report_part(tmp_path, capsys):
+    _small_results(tmp_path)
+    assert suite.main(["--parts", "report", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").exists() and "benchmarks done" in capsys.readouterr().out
+
+
+def test_cli_bench_parses(capsys):
+    args = cli.build_parser().parse_args(["bench", "--quick", "--out", "somewhere", "--parts", "models", "report"])
+    assert args.func is cli.bench_command and args.quick and args.out == "somewhere"
+    assert args.parts == ["models", "report"] and args.repeats is None
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--repeats", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--repeats" in err
+
+
+def test_cli_bench_without_the_benchmarks_package_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "benchmarks", None)  # as if the package were not installed
+    assert cli.main(["bench", "--parts", "report"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("jaxcnn bench: error: cannot import the benchmarks")

@@ -7,13 +7,24 @@ import pytest
 from helpers import assert_close
 
 from jaxcnn import ops, reference
+from jaxcnn.gradcheck import relative_error
 from jaxcnn.ops.conv import (
     MAX_WEIGHT_GRAD_CHUNKS,
     MIN_PATCH_SIZE_TO_CHUNK,
+    ConvSpec,
     conv_spec,
+    conv_transpose_spec,
+    depthwise_forward,
+    depthwise_input_grad,
+    depthwise_weight_grad,
+    forward,
+    input_grad,
+    is_depthwise,
+    is_pointwise,
     weight_grad,
     weight_grad_chunked,
     weight_grad_chunks,
+    weight_grad_pointwise,
 )
 
 
@@ -55,3 +66,95 @@ def test_float32_conv_gradient_uses_chunks_and_matches_autodiff(rng):
     assert weight_grad_chunks(x.shape[0], x.dtype, 16 * 16 * 9 * 8) == 4
     f = lambda impl: jax.grad(lambda w: jnp.sum(jnp.sin(impl.conv(x, w, stride=2, padding=1))))(w)
     assert_close(f(ops), f(reference), 2e-5, "dw")
+
+
+def test_pointwise_policy():
+    plain = ConvSpec(strides=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1)
+    assert is_pointwise((1, 1), plain)
+    assert not is_pointwise((1, 3), plain)
+    assert not is_pointwise((1, 1), plain._replace(padding=((0, 1), (0, 0))))
+    assert not is_pointwise((1, 1), plain._replace(groups=2))
+
+
+POINTWISE = [
+    ((6, 9, 9, 3), (1, 1, 3, 4), 2),  # odd size: the last row is not read at stride 2
+    ((6, 8, 8, 3), (1, 1, 3, 4), (1, 2)),
+    ((6, 10, 3), (1, 3, 5), 3),
+    ((3, 4, 5, 6, 2), (1, 1, 1, 2, 3), (1, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride", POINTWISE)
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_pointwise_weight_grad_equals_textbook(x_shape, w_shape, stride, dtype, rtol, rng):
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+    spec = conv_spec(x, w, stride, "VALID", 1, 1)
+    dz = jnp.asarray(rng.standard_normal(ops.conv(x, w, stride=stride).shape), dtype)
+    window = w_shape[: len(w_shape) - 2]
+    assert is_pointwise(window, spec)
+    assert_close(weight_grad_pointwise(x, dz, spec), weight_grad(x, dz, window, spec), rtol, "pointwise")
+
+
+def test_float32_pointwise_conv_gradient_matches_autodiff(rng):
+    x = jnp.asarray(rng.standard_normal((16, 9, 9, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 1, 8, 5)), jnp.float32)
+    f = lambda impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(impl.conv(x, w, stride=2))), argnums=(0, 1))(x, w)
+    for got, want, name in zip(f(ops), f(reference), ["dx", "dw"]):
+        assert_close(got, want, 2e-5, name)
+
+
+def test_depthwise_policy():
+    spec = ConvSpec(strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=8)
+    assert is_depthwise((3, 3, 1, 8), spec)
+    assert not is_depthwise((3, 3, 1, 16), spec)  # channel multiplier 2: the grouped convolution
+    assert not is_depthwise((3, 3, 2, 8), spec._replace(groups=4))
+    assert not is_depthwise((3, 3, 1, 32), spec._replace(groups=1))  # one input channel, 32 outputs
+
+
+DEPTHWISE = [
+    ((4, 9, 8, 6), (3, 3), dict(stride=2, padding=1)),
+    ((4, 10, 7, 5), (3, 2), dict(stride=(1, 2), padding=((2, 0), (0, 1)), dilation=(2, 1))),
+    ((3, 12, 4), (5,), dict(stride=3, padding="SAME")),
+    ((2, 5, 6, 4, 3), (3, 2, 2), dict(stride=(2, 1, 1), padding=1, dilation=(1, 2, 1))),
+    ((4, 7, 7, 2), (1, 1), dict(stride=2)),
+]
+
+
+@pytest.mark.parametrize("x_shape,window,kw", DEPTHWISE)
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_depthwise_pieces_equal_textbook(x_shape, window, kw, dtype, rtol, rng):
+    c = x_shape[-1]
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal((*window, 1, c)), dtype)
+    spec = conv_spec(x, w, kw.get("stride", 1), kw.get("padding", "VALID"), kw.get("dilation", 1), c)
+    assert is_depthwise(w.shape, spec)
+    z = forward(x, w, spec)
+    assert_close(depthwise_forward(x, w, spec), z, rtol, "forward")
+    dz = jnp.asarray(rng.standard_normal(z.shape), dtype)
+    assert_close(depthwise_input_grad(dz, w, x_shape[1:-1], spec), input_grad(dz, w, x_shape[1:-1], spec), rtol, "dx")
+    assert_close(depthwise_weight_grad(x, dz, window, spec), weight_grad(x, dz, window, spec), rtol, "dw")
+
+
+def test_depthwise_transposed_convolution_pieces_equal_textbook(rng):
+    # conv_transpose's convolution A can carry a negative high padding (output_padding < stride)
+    x = jnp.asarray(rng.standard_normal((3, 5, 6, 4)), np.float64)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 4)), np.float64)
+    spec, out_spatial = conv_transpose_spec(x, w, 2, 1, 1, 1, 4)
+    y = input_grad(x, w, out_spatial, spec)
+    assert_close(depthwise_input_grad(x, w, out_spatial, spec), y, 1e-13, "transpose forward")
+    dy = jnp.asarray(rng.standard_normal(y.shape), np.float64)
+    assert_close(depthwise_forward(dy, w, spec), forward(dy, w, spec), 1e-13, "transpose dx")
+    assert_close(depthwise_weight_grad(dy, x, (3, 3), spec), weight_grad(dy, x, (3, 3), spec), 1e-13, "transpose dw")
+
+
+def test_bfloat16_depthwise_conv_is_as_accurate_as_autodiff(rng):
+    x = jnp.asarray(rng.standard_normal((64, 8, 8, 16)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 16)), jnp.bfloat16)
+    f = lambda impl, x, w: jnp.sum(impl.conv(x, w, padding=1, groups=16).astype(jnp.float32) ** 2)
+    exact = jax.grad(lambda w: f(reference, x.astype(jnp.float32), w))(w.astype(jnp.float32))
+    autodiff = jax.grad(lambda w: f(reference, x, w))(w)
+    got = jax.grad(lambda w: f(ops, x, w))(w)
+    assert got.dtype == jnp.bfloat16
+    budget = 2 * relative_error(autodiff.astype(jnp.float32), exact) + 1e-3
+    assert relative_error(got.astype(jnp.float32), exact) <= budget

@@ -25,8 +25,16 @@ def tiny_data():
 
 def _fit(tiny_data, out, **kwargs):
     opt, lr = train.make_optimizer("momentum", 0.05, total_steps=24)
-    defaults = dict(epochs=3, batch_size=32, optimizer=opt, learning_rate=lr, out_dir=out, log_every=4,
-                    progress=False, meta={"model": "lenet5", "dataset": "synthetic"})
+    defaults = dict(
+        epochs=3,
+        batch_size=32,
+        optimizer=opt,
+        learning_rate=lr,
+        out_dir=out,
+        log_every=4,
+        progress=False,
+        meta={"model": "lenet5", "dataset": "synthetic"},
+    )
     return train.fit(models.lenet5(num_classes=4), tiny_data, **{**defaults, **kwargs})
 
 
@@ -55,6 +63,7 @@ def test_resume_in_process_is_bit_identical(tiny_data, tmp_path):
     resumed = _fit(tiny_data, tmp_path / "cut", checkpoint_every=5, resume=True)
     assert int(resumed.state.step) == 24
     assert _equal_trees(full.state, resumed.state)
+
     # the replay did not duplicate metrics: training rows strictly increase in step, and after the cut
     # (step 10, where the stopped run logged its partial window) they are the uninterrupted run's rows
     def train_steps(run):
@@ -119,7 +128,8 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     lenet = train.init_train_state(models.lenet5(num_classes=4), (2, 28, 28, 1), opt, 0)
     checkpoint.save(tmp_path, lenet, {})
     other = train.init_train_state(models.lenet5(num_classes=10), (2, 28, 28, 1), opt, 0)  # same tree, new shapes
-    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit this model: expected .*\(10,\) float32, found .*\(4,\) float32"):
+    mismatch = r"does not fit this model: expected .*\(10,\) float32, found .*\(4,\) float32"
+    with pytest.raises(checkpoint.CheckpointError, match=mismatch):
         checkpoint.load(tmp_path, other)
     different = train.init_train_state(models.mnist1d_cnn(num_classes=4), (2, 40, 1), opt, 0)
     with pytest.raises(checkpoint.CheckpointError, match="does not fit this model"):
@@ -131,11 +141,32 @@ def _cli(*args, timeout=300):
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    args = ["train", "--dataset", "synthetic", "--model", "lenet5", "--epochs", "20", "--batch-size", "32",
-            "--optimizer", "momentum", "--lr", "0.02", "--checkpoint-every", "10", "--log-every", "5", "--no-plots"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "lenet5",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.02",
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "5",
+        "--no-plots",
+    ]
     killed, full = tmp_path / "killed", tmp_path / "full"
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcnn", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxcnn", *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         step = 0
@@ -182,7 +213,10 @@ def test_cli_train_eval_and_plots(tmp_path):
         (["train", "--epochs", "0"], "argument --epochs: must be a positive int, got '0'"),
         (["train", "--lr", "-1"], "argument --lr: must be a positive float, got '-1'"),
         (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
-        (["train", "--dataset", "synthetic", "--model", "mnist1d_cnn", "--augment"], "--augment needs an image dataset"),
+        (
+            ["train", "--dataset", "synthetic", "--model", "mnist1d_cnn", "--augment"],
+            "--augment needs an image dataset",
+        ),
         (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     ],
 )

@@ -22,7 +22,6 @@ broadcast (mean) or ``dy`` at the first maximum (max).
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 from functools import partial
@@ -35,6 +34,7 @@ from jax import lax
 
 from ._padding import Pads, conv_output_size, normalize_padding, normalize_tuple
 from ._validate import check_floating, spatial_rank
+from ._windows import place_shifted, shifted_slices, window_offsets
 
 __all__ = [
     "max_pool",
@@ -98,39 +98,15 @@ def _reduce_window(x: jax.Array, init: float, op, spec: PoolSpec) -> jax.Array:
     )
 
 
-def window_offsets(window: tuple[int, ...]):
-    """The ``K`` offsets of a window in row-major order (the order that breaks max-pool ties)."""
-    return itertools.product(*(range(k) for k in window))
-
-
 def window_slices(x: jax.Array, pad_value: float, spec: PoolSpec) -> list[jax.Array]:
     """``[x_u for u in window]``: the strided slice of the padded input at each window offset."""
     out = _out_spatial(x.shape[1:-1], spec)
-    xpad = lax.pad(x, jnp.asarray(pad_value, x.dtype), [(lo, hi, 0) for lo, hi in _full(spec.padding)])
-    slices = []
-    for u in window_offsets(spec.window):
-        start = (0, *u, 0)
-        limit = (x.shape[0], *(ui + s * (o - 1) + 1 for ui, s, o in zip(u, spec.strides, out)), x.shape[-1])
-        slices.append(lax.slice(xpad, start, limit, (1, *spec.strides, 1)))
-    return slices
+    return shifted_slices(x, window_offsets(spec.window), spec.strides, spec.padding, out, pad_value)
 
 
 def scatter_windows(per_offset: list[jax.Array], in_spatial: tuple[int, ...], spec: PoolSpec) -> jax.Array:
-    """The adjoint of :func:`window_slices` (cropping the padding): ``dx[p] = sum_{s*i+u = p+lo} g_u[i]``.
-
-    Offset ``u``'s values land at ``p = s*i + u - lo``: insert ``s - 1`` zeros between them (interior
-    padding), pad ``u - lo`` before, and whatever completes the length ``n`` after; negative pads crop.
-    """
-    total = None
-    for u, g in zip(window_offsets(spec.window), per_offset):
-        config = [(0, 0, 0)]
-        for n, ui, s, (lo, _), o in zip(in_spatial, u, spec.strides, spec.padding, g.shape[1:-1]):
-            before = ui - lo
-            config.append((before, n - before - (s * (o - 1) + 1), s - 1))
-        config.append((0, 0, 0))
-        placed = lax.pad(g, jnp.zeros((), g.dtype), config)
-        total = placed if total is None else total + placed
-    return total
+    """The adjoint of :func:`window_slices` (cropping the padding): ``dx[p] = sum_{s*i+u = p+lo} g_u[i]``."""
+    return place_shifted(per_offset, window_offsets(spec.window), spec.strides, spec.padding, in_spatial)
 
 
 def _window_counts(spatial, spec: PoolSpec, include_pad: bool) -> np.ndarray:
