@@ -41,6 +41,10 @@ CASES = [
     OpCase("resnet conv 3x3 64->64 8x8", "conv", ((128, 8, 8, 64), (3, 3, 64, 64)), dict(padding=1)),
     OpCase("vgg conv 3x3 64->128 16x16", "conv", ((128, 16, 16, 64), (3, 3, 64, 128)), dict(padding=1)),
     OpCase("depthwise 3x3 x32 16x16", "conv", ((128, 16, 16, 32), (3, 3, 1, 32)), dict(padding=1, groups=32)),
+    OpCase(
+        "depthwise 3x3/2 x32 28x28", "conv", ((128, 28, 28, 32), (3, 3, 1, 32)), dict(stride=2, padding=1, groups=32)
+    ),
+    OpCase("pointwise 1x1/2 16->32 32x32", "conv", ((128, 32, 32, 16), (1, 1, 16, 32)), dict(stride=2)),
     OpCase("dilated 3x3 d2 16->16 32x32", "conv", ((128, 32, 32, 16), (3, 3, 16, 16)), dict(padding=2, dilation=2)),
     OpCase("conv1d k5/2 1->25 40", "conv", ((128, 40, 1), (5, 1, 25)), dict(stride=2, padding=2)),
     OpCase("conv3d 3x3x3 8->16 16^3", "conv", ((16, 16, 16, 16, 8), (3, 3, 3, 8, 16)), dict(padding=1)),
