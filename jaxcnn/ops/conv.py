@@ -28,6 +28,12 @@ Transposed convolution is the input-gradient map of a forward convolution ``A``,
 three pieces with roles exchanged: forward = ``A``'s input gradient; input gradient = ``A`` itself;
 weight gradient = ``A``'s weight gradient with input and cotangent swapped.
 
+The three correlations above are the textbook default. Where a faster formulation of the same sums was
+measured on XLA:CPU (``benchmarks/NOTES.md``), ``fast_forward`` / ``fast_input_grad`` /
+``fast_weight_grad`` pick it by shape: depthwise kernels as shifted elementwise products, the pointwise
+weight gradient as one matrix product, the weight gradient of larger float32 batches in chunks of 16
+examples. Each is tested equal to the textbook piece (``tests/test_formulations.py``).
+
 Forward-mode differentiation (``jax.jvp``, ``jacfwd``, ``hessian``) of these ``custom_vjp`` functions is
 not supported by JAX; reverse-over-reverse (``grad`` of ``grad``) is, because every backward pass is
 written in differentiable ``lax`` operations.
@@ -76,6 +82,8 @@ class ConvSpec(NamedTuple):
 def _check_kernel(x: Any, w: Any, name: str) -> int:
     check_floating(x, "x", name)
     check_floating(w, "w", name)
+    if x.dtype != w.dtype:
+        raise TypeError(f"{name}: x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
     nd = spatial_rank(x, "x", name, extra_dims=2)
     if w.ndim != x.ndim:
         raise ValueError(
@@ -257,6 +265,11 @@ MAX_WEIGHT_GRAD_CHUNKS = 32  # bounds the unrolled graph for very large batches
 MIN_PATCH_SIZE_TO_CHUNK = 4096
 
 
+def _accumulation_dtype(dtype) -> jnp.dtype:
+    """bfloat16/float16 products are summed in float32, as XLA's convolutions accumulate them."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def weight_grad_chunks(batch: int, dtype, patch_size: int) -> int:
     """How many batch chunks :func:`weight_grad_chunked` uses (1 means the textbook single call).
 
@@ -307,9 +320,10 @@ def weight_grad_chunked(x: jax.Array, dz: jax.Array, window: tuple[int, ...], sp
             rhs_dilation=spec.strides,
             dimension_numbers=dims,
             batch_group_count=spec.groups,
+            preferred_element_type=_accumulation_dtype(x.dtype),  # partial sums of bf16/f16 stay float32
         )
         total = part if total is None else total + part
-    return jnp.moveaxis(total, 0, nd)  # (*window, C_in // g, C_out)
+    return jnp.moveaxis(total, 0, nd).astype(x.dtype)  # (*window, C_in // g, C_out)
 
 
 def is_pointwise(window: tuple[int, ...], spec: ConvSpec) -> bool:
@@ -338,7 +352,7 @@ def weight_grad_pointwise(x: jax.Array, dz: jax.Array, spec: ConvSpec) -> jax.Ar
 
 def fast_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
     """The weight gradient in the formulation measured fastest for this shape and dtype."""
-    if x.shape[-1] == spec.groups and dz.shape[-1] == spec.groups:
+    if is_depthwise((*window, w_in_channels(x, spec), dz.shape[-1]), spec):
         return depthwise_weight_grad(x, dz, window, spec)
     if is_pointwise(window, spec) and jnp.dtype(x.dtype) != jnp.float64:
         return weight_grad_pointwise(x, dz, spec)
@@ -361,14 +375,16 @@ def w_in_channels(x: jax.Array, spec: ConvSpec) -> int:
 # elementwise products, which XLA fuses into single loops. Same sums, written per tap.
 
 
+# Each tap is one slice in the graph (and one pad in the backward pass): compilation grows with the
+# taps (a 5x5x5 window's grad compiled in 3.3 s, 7x7x7 in 6.5 s), so larger windows keep the grouped
+# convolution. 64 covers 8x8, 4x4x4 and 1-D windows up to 64.
+MAX_DEPTHWISE_TAPS = 64
+
+
 def is_depthwise(w_shape: tuple[int, ...], spec: ConvSpec) -> bool:
-    """One input and one output channel per group (``groups = C_in = C_out``, kernel ``(*window, 1, C)``)."""
-    return w_shape[-2] == 1 and w_shape[-1] == spec.groups
-
-
-def _accumulation_dtype(dtype) -> jnp.dtype:
-    """bfloat16/float16 products are summed in float32, as XLA's convolutions accumulate them."""
-    return jnp.promote_types(dtype, jnp.float32)
+    """One input and one output channel per group (``groups = C_in = C_out``, kernel ``(*window, 1, C)``),
+    with at most ``MAX_DEPTHWISE_TAPS`` window taps."""
+    return w_shape[-2] == 1 and w_shape[-1] == spec.groups and math.prod(w_shape[:-2]) <= MAX_DEPTHWISE_TAPS
 
 
 def _taps(x: jax.Array, window: tuple[int, ...], spec: ConvSpec, out_spatial: tuple[int, ...]) -> list[jax.Array]:
@@ -460,7 +476,8 @@ def conv(x: Any, w: Any, *, stride: Any = 1, padding: Any = "VALID", dilation: A
       padding: ``"VALID"``, ``"SAME"``, an int (symmetric), or a sequence with, per spatial axis, an int
         or a ``(lo, hi)`` pair; non-negative.
       dilation: int or tuple, the kernel's dilation (holes between taps).
-      groups: feature groups; ``groups = C_in`` with ``C_out = m * C_in`` is depthwise.
+      groups: feature groups; ``groups = C_in`` with ``C_out = m * C_in`` is depthwise (with ``m = 1`` and at
+        most ``MAX_DEPTHWISE_TAPS`` taps it runs as shifted elementwise products).
 
     Returns:
       ``(N, *out_spatial, C_out)`` with ``out = floor((n + lo + hi - d(k-1) - 1) / s) + 1``.
