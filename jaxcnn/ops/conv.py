@@ -229,14 +229,19 @@ def input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: C
     )
 
 
+def _weight_grad_pads(in_spatial: tuple[int, ...], window: tuple[int, ...], spec: ConvSpec) -> Pads:
+    """The input's padding in the weight-gradient correlation, per spatial axis (``weight_grad_padding``)."""
+    return tuple(
+        weight_grad_padding(n, k, s, d, lo, hi)
+        for n, k, s, d, (lo, hi) in zip(in_spatial, window, spec.strides, spec.dilation, spec.padding)
+    )
+
+
 def weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
     """``dw``: the padded input correlated with the cotangent (dilated by the stride, sliding with the
     dilation), batch and space contracted, one block of channels per group."""
     nd = x.ndim - 2
-    pads = tuple(
-        weight_grad_padding(n, k, s, d, lo, hi)
-        for n, k, s, d, (lo, hi) in zip(x.shape[1:-1], window, spec.strides, spec.dilation, spec.padding)
-    )
+    pads = _weight_grad_pads(x.shape[1:-1], window, spec)
     # Batch plays the contracted feature: x's channels become the "batch" (split into groups by
     # batch_group_count), the cotangent's batch its "input feature", its channels the "output feature".
     dims = lax.ConvDimensionNumbers(
@@ -300,10 +305,7 @@ def weight_grad_chunked(x: jax.Array, dz: jax.Array, window: tuple[int, ...], sp
     space = tuple(range(2, nd + 2))
     x_blocks = x.reshape(chunks, size, *x.shape[1:]).transpose(0, nd + 2, *space, 1)  # (chunk, C_in, *sp, n)
     dz_blocks = dz.reshape(chunks, size, *dz.shape[1:]).transpose(0, *space, 1, nd + 2)  # (chunk, *out, n, C_out)
-    pads = tuple(
-        weight_grad_padding(n, k, s, d, lo, hi)
-        for n, k, s, d, (lo, hi) in zip(x.shape[1:-1], window, spec.strides, spec.dilation, spec.padding)
-    )
+    pads = _weight_grad_pads(x.shape[1:-1], window, spec)
     # The same correlation as weight_grad, with the operands' axes already in the order it contracts.
     dims = lax.ConvDimensionNumbers(
         lhs_spec=(0, nd + 1, *range(1, nd + 1)),  # C_in as "batch", the n examples as "feature"
@@ -342,9 +344,7 @@ def weight_grad_pointwise(x: jax.Array, dz: jax.Array, spec: ConvSpec) -> jax.Ar
     which the copy would recompute in transposed order).
     """
     nd = x.ndim - 2
-    out = dz.shape[1:-1]
-    limit = (x.shape[0], *(s * (o - 1) + 1 for s, o in zip(spec.strides, out)), x.shape[-1])
-    sampled = lax.slice(x, (0,) * x.ndim, limit, (1, *spec.strides, 1))
+    (sampled,) = shifted_slices(x, [(0,) * nd], spec.strides, spec.padding, dz.shape[1:-1])
     contract = tuple(range(nd + 1))
     dw_t = lax.dot_general(dz, sampled, ((contract, contract), ((), ())))  # (C_out, C_in)
     return dw_t.T.reshape(*(1,) * nd, x.shape[-1], dz.shape[-1])
