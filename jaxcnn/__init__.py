@@ -1,29 +1,34 @@
-"""jaxcnn: convolutional networks in JAX whose every backward pass is derived by hand.
+"""jaxcnn: convolutional networks in JAX with hand-derived backward passes.
 
-- :mod:`jaxcnn.ops`: pure ops (conv, conv_transpose, pools, dense, activations, batch norm), each a
-  ``jax.custom_vjp`` with a hand-derived backward pass.
-- :mod:`jaxcnn.reference`: a ``lax`` + autodiff twin of every op, the oracle.
-- :mod:`jaxcnn.losses`: softmax cross-entropy and MSE with hand-derived VJPs.
-- :mod:`jaxcnn.gradcheck`: compare any VJP with autodiff and finite differences.
+What is derived by hand (each a ``jax.custom_vjp`` whose backward pass is written from the math in
+``docs/derivations.md`` and tested equal to autodiff of its :mod:`jaxcnn.reference` twin): every op in
+:mod:`jaxcnn.ops` -- convolution and transposed convolution, max/average/Lp/global pooling, dense (its
+bias included), the activations and (log-)softmax, train-mode batch norm -- and the losses in
+:mod:`jaxcnn.losses`. What JAX's autodiff differentiates: the glue between them -- the bias add of
+convolution layers, reshapes (``Flatten``), dropout's mask, eval-mode batch norm, the residual add and
+the zero-pad shortcut, concatenation, and ``train.probability_nll_loss``.
+
+- :mod:`jaxcnn.ops`: the pure ops; :mod:`jaxcnn.reference`: their ``lax`` + autodiff twins, the oracle.
+- :mod:`jaxcnn.losses`: softmax cross-entropy and MSE; :mod:`jaxcnn.gradcheck`: compare any VJP with
+  autodiff and finite differences.
+- :mod:`jaxcnn.layers`, :mod:`jaxcnn.combinators`, :mod:`jaxcnn.initializers`, :mod:`jaxcnn.models`:
+  ``Layer(init, apply)`` pairs, ways to combine them, and the model zoo.
+- :mod:`jaxcnn.data`, :mod:`jaxcnn.train`, :mod:`jaxcnn.distributed`, :mod:`jaxcnn.checkpoint`:
+  datasets, the training loop, data parallelism, checkpoints.
 """
 
 from . import checkpoint as checkpoint
-from . import data as data
-from . import gradcheck as gradcheck
-from . import losses as losses
-from . import ops as ops
-from . import reference as reference
-
-__version__ = "0.1.0"
-
-__all__ = ["ops", "reference", "losses", "gradcheck", "checkpoint", "data"]
-
-# --- layers, combinators and models (issue 3) -------------------------------------------------
-
 from . import combinators as combinators
+from . import data as data
+from . import distributed as distributed
+from . import gradcheck as gradcheck
 from . import initializers as initializers
 from . import layers as layers
+from . import losses as losses
 from . import models as models
+from . import ops as ops
+from . import reference as reference
+from . import train as train
 from .combinators import concatenate as concatenate
 from .combinators import fan_out as fan_out
 from .combinators import parallel as parallel
@@ -31,11 +36,21 @@ from .combinators import residual as residual
 from .combinators import serial as serial
 from .layers import Layer as Layer
 
-__all__ += [
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops",
+    "reference",
+    "losses",
+    "gradcheck",
+    "checkpoint",
+    "data",
     "layers",
     "combinators",
     "initializers",
     "models",
+    "train",
+    "distributed",
     "Layer",
     "serial",
     "parallel",
@@ -43,9 +58,3 @@ __all__ += [
     "concatenate",
     "residual",
 ]
-
-# --- training and scaling out (issues 4 and 5) -------------------------------------------------
-from . import distributed as distributed  # noqa: E402
-from . import train as train  # noqa: E402
-
-__all__ += ["train", "distributed"]

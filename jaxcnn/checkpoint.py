@@ -6,9 +6,10 @@ File layout (one file, ``<dir>/checkpoint.msgpack``)::
     <header JSON, one line>\\n             {"format": 1, "sha256": ..., "size": ..., "meta": {...}}
     <payload>                              flax.serialization.to_bytes(state)
 
-Writes are atomic: the bytes go to a temporary file in the same directory, are flushed and fsync'd,
-then renamed over the old checkpoint (``os.replace``), and the directory is fsync'd. An interrupted
-write leaves the previous checkpoint intact. Reads verify the magic line, the payload's length and
+Writes are atomic (:func:`jaxcnn._files.atomic_write`): the bytes go to a temporary file in the same
+directory, are flushed and fsync'd, then renamed over the old checkpoint (``os.replace``), and the
+directory is fsync'd. An interrupted write leaves the previous checkpoint intact, and a full disk is a
+one-line :class:`WriteError` naming the path. Reads verify the magic line, the payload's length and
 SHA-256, and that the stored tree has exactly the structure and shapes of the expected one, so a
 checkpoint of another model or a damaged file is refused with a message instead of loading garbage.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ import jax
 import numpy as np
 from flax import serialization
 
-__all__ = ["CheckpointError", "save", "load", "read_meta", "CHECKPOINT_NAME"]
+from ._files import WriteError, atomic_write_bytes, remove_stale_temporaries
+
+__all__ = ["CheckpointError", "WriteError", "save", "load", "read_meta", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
 _MAGIC = b"JAXCNN-CKPT\n"
@@ -39,34 +41,6 @@ class CheckpointError(ValueError):
 
 def _path(directory: str | os.PathLike) -> Path:
     return Path(directory) / CHECKPOINT_NAME
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform can open a directory
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes files private; a checkpoint is an ordinary output file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _to_host(tree: Any) -> Any:
@@ -91,6 +65,7 @@ def save(directory: str | os.PathLike, tree: Any, meta: dict | None = None) -> P
     }
     data = _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
     path = _path(directory)
+    remove_stale_temporaries(path)  # left by a writer killed mid-write; there is one writer per run
     atomic_write_bytes(path, data)
     return path
 

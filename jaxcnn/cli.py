@@ -1,4 +1,5 @@
-"""The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck`` and ``bench``.
+"""The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck`` and ``bench``; model, dataset, optimizer and
+schedule choices come from the registries of the modules that own them.
 
 Bad flags and values end with a one-line ``jaxcnn <command>: error: ...`` on stderr and exit status 2.
 """
@@ -67,26 +68,6 @@ def gradcheck_command(args: argparse.Namespace) -> int:
 # train / eval
 # ---------------------------------------------------------------------------------------------
 
-# name -> (constructor taking num_classes, outputs: "logits" or "probabilities")
-MODELS = {
-    "mnist1d_cnn": ("mnist1d_cnn", "logits"),
-    "lenet5": ("lenet5", "logits"),
-    "fashion_cnn": ("fashion_cnn", "logits"),
-    "resnet20": ("resnet20", "logits"),
-    "vgg_small": ("vgg_small", "logits"),
-    "mobilenet_small": ("mobilenet_small", "logits"),
-    "seed_cnn": ("seed_cnn", "probabilities"),
-}
-DATASETS = ("mnist1d", "fashion-mnist", "digits", "synthetic")
-# Per dataset: the model, epochs, batch size, optimizer and learning rate used when not given.
-DEFAULTS = {
-    "mnist1d": dict(model="mnist1d_cnn", epochs=150, batch_size=100, optimizer="adam", lr=1e-2),
-    "fashion-mnist": dict(model="lenet5", epochs=10, batch_size=128, optimizer="adam", lr=1e-3),
-    "digits": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
-    "synthetic": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
-}
-SYNTHETIC_SHAPE = {"mnist1d_cnn": (40,)}  # other models get 28x28 synthetic images
-
 
 def _positive(kind):
     def parse(text: str):
@@ -111,47 +92,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def build_model(name: str, num_classes: int):
-    from . import models, train
-
-    factory, outputs = MODELS[name]
-    model = getattr(models, factory)(num_classes=num_classes)
-    loss = train.cross_entropy_loss if outputs == "logits" else train.probability_nll_loss
-    return model, loss
+RUN_OPTIONS = ("model", "epochs", "batch_size", "optimizer", "lr", "dtype")  # may change on --resume
 
 
-def load_dataset(name: str, model: str, data_dir: str | None):
-    from . import data
+def _run_config(args: argparse.Namespace):
+    """The run's :class:`~jaxcnn.train.run.RunConfig`: the flags over the dataset's recipe, or, with
+    ``--resume``, the checkpoint's config with the flags that may change."""
+    from .checkpoint import read_meta
+    from .train import run
 
-    if name == "synthetic":
-        return data.load("synthetic", image_shape=SYNTHETIC_SHAPE.get(model, (28, 28)), num_classes=4)
-    return data.load(name, data_dir=data_dir)
-
-
-def _run_config(args: argparse.Namespace) -> dict:
-    defaults = DEFAULTS[args.dataset]
-    config = {k: getattr(args, k) if getattr(args, k) is not None else defaults[k] for k in defaults}
-    config.update(
-        dataset=args.dataset,
-        schedule=args.schedule,
-        seed=args.seed,
-        augment=args.augment,
-        data_dir=args.data_dir,
-        dtype=args.dtype or "float32",
-    )
-    return config
-
-
-COMPUTE_DTYPES = ("float32", "bfloat16")
-
-
-def _compute_dtype(name: str):
-    """``--dtype``: ``float32`` trains as before (no casts); ``bfloat16`` is the mixed-precision policy."""
-    import jax.numpy as jnp
-
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"--dtype must be one of {list(COMPUTE_DTYPES)}, got {name!r}")
-    return None if name == "float32" else jnp.bfloat16
+    if args.resume:
+        saved = read_meta(args.out_dir)["config"]  # refuses a missing or damaged checkpoint in one line
+        return run.resolve_config({k: getattr(args, k) for k in RUN_OPTIONS}, saved)
+    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "data_dir")
+    return run.resolve_config({k: getattr(args, k) for k in fields})
 
 
 def _join_processes(args: argparse.Namespace) -> None:
@@ -177,108 +131,60 @@ def _join_processes(args: argparse.Namespace) -> None:
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def _augmenter(enabled: bool, image_rank: int):
-    if not enabled:
-        return None
-    from .data import augment
+def _device_mesh(devices: int | None, batch_size: int):
+    """The data-parallel mesh over ``--devices`` local devices (all by default) of every process."""
+    import jax
 
-    if image_rank != 3:
-        raise ValueError("--augment needs an image dataset (N, H, W, C); this one has 1-D signals")
-    return lambda key, x: augment(key, x, crop_pad=2, flip=True, rotate_deg=10.0)
+    from . import distributed
+
+    if devices is not None and devices > jax.local_device_count():
+        raise ValueError(
+            f"--devices must be at most {jax.local_device_count()} (the local devices of this process), got {devices}"
+        )
+    mesh = distributed.make_mesh(devices)
+    distributed.process_batch_slice(batch_size, mesh)  # the batch must split evenly over the devices
+    return mesh
 
 
-def _make_plots(out, result, model, data, config) -> list:
-    from . import plots
+def _banner(config, data, mesh, out) -> str:
+    import jax
 
-    made = [
-        plots.plot_curves(result.history, out / "curves.png"),
-        plots.plot_filters(result.state.params, out / "filters.png"),
-    ]
-    preds = result.test["predictions"]
-    names = getattr(data, "class_names", None)
-    made.append(plots.plot_confusion(data.y_test, preds, data.num_classes, out / "confusion.png", names))
-    made.append(
-        plots.plot_saliency(model, result.state.params, result.state.model_state, data.x_test[:6], out / "saliency.png")
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (
+        f"jaxcnn train: {config.model} on {config.dataset} {data.x_train.shape[1:]}, "
+        f"{len(data.x_train)} train / {len(data.x_test)} test, {config.epochs} epochs of "
+        f"{len(data.x_train) // config.batch_size} steps, {config.optimizer} lr {config.lr} "
+        f"({config.schedule}), {config.dtype} compute, batch {config.batch_size} over "
+        f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}"
     )
-    return [str(p) for p in made if p is not None]
 
 
 def train_command(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     _join_processes(args)  # first: jax.distributed.initialize must precede any JAX computation
     import jax
 
-    from . import checkpoint, distributed, train
+    from .train import run
 
+    args.out_dir = Path(args.out) if args.out else None
     config = _run_config(args)
-    out = Path(args.out or f"runs/{config['model']}-{config['dataset']}")
-    if args.resume:
-        saved = checkpoint.read_meta(out)  # refuses a missing or damaged checkpoint with a clear message
-        given = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "optimizer", "lr", "dtype")}
-        config = {"dtype": "float32", **saved["config"], **{k: v for k, v in given.items() if v is not None}}
-        config["seed"] = saved["config"]["seed"]
-    compute_dtype = _compute_dtype(config["dtype"])
-    if args.devices is not None and args.devices > jax.local_device_count():
-        raise ValueError(
-            f"--devices must be at most {jax.local_device_count()} (the local devices of this process), "
-            f"got {args.devices}"
-        )
-    mesh = distributed.make_mesh(args.devices)  # None: every local device (of every process)
-    distributed.process_batch_slice(config["batch_size"], mesh)  # the batch must split evenly over the devices
-    data = load_dataset(config["dataset"], config["model"], config["data_dir"])
-    model, loss = build_model(config["model"], data.num_classes)
-    augment = _augmenter(config["augment"], data.x_train.ndim - 1)
-    steps = config["epochs"] * (len(data.x_train) // config["batch_size"])
-    optimizer, lr = train.make_optimizer(
-        config["optimizer"], config["lr"], schedule=config["schedule"], total_steps=max(steps, 1)
-    )
+    out = args.out_dir or Path(f"runs/{config.model}-{config.dataset}")
+    mesh = _device_mesh(args.devices, config.batch_size)
+    data = run.load_data(config)
+    setup = run.set_up(config, data)  # refuses a model, dataset and augmentation that do not fit together
     writer = jax.process_index() == 0
-    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     if writer:
-        print(
-            f"jaxcnn train: {config['model']} on {config['dataset']} {data.x_train.shape[1:]}, "
-            f"{len(data.x_train)} train / {len(data.x_test)} test, {config['epochs']} epochs of "
-            f"{len(data.x_train) // config['batch_size']} steps, {config['optimizer']} lr {config['lr']} "
-            f"({config['schedule']}), {config['dtype']} compute, batch {config['batch_size']} over "
-            f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(_banner(config, data, mesh, out), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    result = train.fit(
-        model,
-        data,
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        optimizer=optimizer,
-        learning_rate=lr,
-        seed=config["seed"],
-        loss_fn=loss,
-        augment=augment,
-        out_dir=out,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        meta={"model": config["model"], "dataset": config["dataset"], "config": config},
-        max_steps=args.max_steps,
-        mesh=mesh,
-        compute_dtype=compute_dtype,
-    )
+    result = run.train(
+        config, setup, data, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, max_steps=args.max_steps, mesh=mesh,
+    )  # fmt: skip
     wall = time.perf_counter() - start
     if not writer:  # process 0 writes the summary and plots and reports
         return 0
-    result = result._replace(state=distributed.local_copy(result.state))
-    summary = {
-        "test_accuracy": result.test["accuracy"],
-        "test_loss": result.test["loss"],
-        "steps": int(result.state.step),
-        "wall_time_s": round(wall, 1),
-    }
-    if not args.no_plots:
-        summary["plots"] = _make_plots(out, result, model, data, config)
-    (out / "summary.json").write_text(json.dumps({**summary, "config": config}, indent=1) + "\n")
+    run.write_summary(out, config, setup, data, result, wall, plots=not args.no_plots)
     print(
         f"test accuracy {result.test['accuracy']:.4f}, test loss {result.test['loss']:.4f} after "
         f"{int(result.state.step)} steps in {wall:.1f} s; checkpoint, metrics and plots in {out}"
@@ -287,32 +193,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from . import checkpoint, train
+    from .train import run
 
-    meta = checkpoint.read_meta(args.checkpoint)
-    config = meta["config"]
-    data = load_dataset(config["dataset"], config["model"], args.data_dir or config.get("data_dir"))
-    model, loss = build_model(config["model"], data.num_classes)
-    optimizer, _ = train.make_optimizer(
-        config["optimizer"],
-        config["lr"],
-        schedule=config["schedule"],
-        total_steps=max(config["epochs"] * (len(data.x_train) // config["batch_size"]), 1),
-    )
-    target = train.init_train_state(model, (config["batch_size"], *data.x_train.shape[1:]), optimizer, config["seed"])
-    state, meta = checkpoint.load(args.checkpoint, target)
-    result = train.evaluate(
-        model,
-        state.params,
-        state.model_state,
-        data.x_test,
-        data.y_test,
-        loss_fn=loss,
-        compute_dtype=_compute_dtype(config.get("dtype", "float32")),
-    )
+    config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir)
     print(
-        f"{config['model']} on {config['dataset']} test split ({len(data.x_test)} examples), step {meta['step']}: "
-        f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+        f"{config.model} on {config.dataset} test split ({len(result['predictions'])} examples), "
+        f"step {meta['step']}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
     )
     return 0
 
@@ -321,33 +207,12 @@ def eval_command(args: argparse.Namespace) -> int:
 # bench
 # ---------------------------------------------------------------------------------------------
 
-BENCH_PARTS = ("ops", "models", "scaling", "report")
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``jaxcnn bench``, shared with ``python -m benchmarks``."""
-    parser.add_argument(
-        "--quick", action="store_true", help="a check that everything runs: few cases and repeats (< 3 min on 2 cores)"
-    )
-    parser.add_argument(
-        "--out", metavar="DIR", help="directory for the JSON, report.md and plots (default benchmarks/results[/quick])"
-    )
-    parser.add_argument(
-        "--parts", nargs="+", choices=BENCH_PARTS, default=list(BENCH_PARTS), help="what to run (default all)"
-    )
-    parser.add_argument("--repeats", type=_positive(int), help="timed rounds per case (default: per benchmark)")
-
 
 def bench_command(args: argparse.Namespace) -> int:
-    try:
-        from benchmarks import suite
-    except ImportError as err:
-        print(
-            f"jaxcnn bench: error: cannot import the benchmarks package ({err}); it ships with the source "
-            "checkout: run `pip install -e .` in the repository",
-            file=sys.stderr,
-        )
-        return 2
+    """``jaxcnn bench``: ``python -m jaxcnn.bench`` (:mod:`jaxcnn.bench.suite`). The suite imports the
+    library; the CLI imports the suite only when it builds its parser, never at import time."""
+    from .bench import suite
+
     return suite.run(args)
 
 
@@ -358,9 +223,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_gradcheck(sub) -> None:
     gc = sub.add_parser(
         "gradcheck",
         help="check every op's hand-derived VJP against JAX autodiff and finite differences",
@@ -372,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("-v", "--verbose", action="store_true", help="print every configuration's report")
     gc.set_defaults(func=gradcheck_command)
 
+
+def _add_train(sub) -> None:
+    from . import data, models
+    from .train import OPTIMIZERS, SCHEDULES, run
+
     tr = sub.add_parser(
         "train",
         help="train a model from the zoo on a dataset",
@@ -379,22 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.jsonl, summary.json and PNG plots to --out. With no arguments: mnist1d_cnn on MNIST-1D "
         "(generated locally, no download), a few minutes on a 2-core CPU.",
     )
-    tr.add_argument(
-        "--model",
-        choices=sorted(MODELS),
-        help="model (default: per dataset, mnist1d_cnn for mnist1d, lenet5 for fashion-mnist, resnet20 for digits)",
-    )
-    tr.add_argument("--dataset", choices=DATASETS, default="mnist1d", help="dataset (default mnist1d)")
+    classifiers = sorted(n for n, spec in models.MODELS.items() if spec.outputs in ("logits", "probabilities"))
+    recipes = ", ".join(f"{r['model']} for {d}" for d, r in run.RECIPES.items())
+    tr.add_argument("--model", choices=classifiers, help=f"model (default: per dataset, {recipes})")
+    tr.add_argument("--dataset", choices=data.DATASETS, default="mnist1d", help="dataset (default mnist1d)")
     tr.add_argument("--data-dir", help="directory holding the dataset files (else $JAXCNN_DATA, system, cache)")
     tr.add_argument("--epochs", type=_positive(int), help="passes over the training set (default: per dataset)")
     tr.add_argument("--batch-size", type=_positive(int), help="examples per step (default: per dataset)")
-    tr.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw"], help="optax optimizer (default adam)")
+    tr.add_argument("--optimizer", choices=list(OPTIMIZERS), help="optax optimizer (default adam)")
     tr.add_argument("--lr", type=_positive(float), help="peak learning rate (default: per dataset)")
     tr.add_argument(
-        "--schedule",
-        choices=["constant", "cosine", "warmup-cosine", "step"],
-        default="constant",
-        help="learning-rate schedule (default constant)",
+        "--schedule", choices=list(SCHEDULES), default="constant", help="learning-rate schedule (default constant)"
     )
     tr.add_argument("--augment", action="store_true", help="random crop (pad 2), horizontal flip, rotation (10 deg)")
     tr.add_argument("--seed", type=_non_negative_int, default=0, help="seed for init, data order, dropout (default 0)")
@@ -411,10 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     tr.add_argument(
         "--dtype",
-        choices=COMPUTE_DTYPES,
+        choices=list(run.COMPUTE_DTYPES),
         help="compute dtype of forward and backward passes; bfloat16 keeps parameters, optimizer state, "
         "gradients and the loss in float32 (default float32, or the resumed run's)",
     )
+    _add_scaling_out(tr)
+    tr.set_defaults(func=train_command)
+
+
+def _add_scaling_out(tr) -> None:
     dp = tr.add_argument_group(
         "scaling out",
         "Data parallelism over a 1-D device mesh: each batch (--batch-size is the global batch) is split "
@@ -437,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument(
         "--process-id", type=_non_negative_int, help="this process's index in [0, --num-processes) (with --coordinator)"
     )
-    tr.set_defaults(func=train_command)
 
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser(
         "eval",
         help="report a checkpoint's test accuracy",
@@ -448,15 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="directory holding the dataset files")
     ev.set_defaults(func=eval_command)
 
+
+def _add_bench(sub) -> None:
+    from .bench.suite import add_arguments
+
     be = sub.add_parser(
         "bench",
         help="run the benchmarks (ops, training steps vs autodiff, Flax and PyTorch, scaling, memory)",
         description="Time jaxcnn against JAX autodiff, flax.linen and PyTorch (when installed: pip install "
         "torch==2.13.0) at the op and model level, sweep batch and image sizes, measure memory, and write JSON, "
-        "report.md and PNG plots to --out (the same as python -m benchmarks; see benchmarks/README.md).",
+        "report.md and PNG plots to --out (the same as python -m jaxcnn.bench; see benchmarks/README.md).",
     )
-    add_bench_arguments(be)
+    add_arguments(be)
     be.set_defaults(func=bench_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_gradcheck, _add_train, _add_eval, _add_bench):
+        add(sub)
     return parser
 
 
@@ -467,8 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, TypeError, FileNotFoundError) as e:
-        # Configuration problems (a model that does not fit the data, a damaged checkpoint, ...) in one line.
+    except (CheckpointError, ValueError, TypeError, OSError) as e:
+        # Configuration and environment problems (a model that does not fit the data, a damaged checkpoint,
+        # a full disk, a failed download, ...) in one line.
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"jaxcnn {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from .layers import Identity, Layer
 from .ops._padding import is_int
+from .ops._validate import as_positive_int
 
 __all__ = ["serial", "parallel", "fan_out", "concatenate", "residual"]
 
@@ -134,8 +135,7 @@ def parallel(*layers: Layer) -> Layer:
 
 def fan_out(n: int) -> Layer:
     """``x -> (x,) * n``: feeds one input to the ``n`` branches of a :func:`parallel`."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = as_positive_int(n, "n")
 
     def init(key, input_shape):
         return (input_shape,) * n, {}, {}

@@ -28,6 +28,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .ops._padding import is_int
+from .ops._validate import as_int, as_positive_int
+
 __all__ = [
     "DATA_AXIS",
     "initialize",
@@ -66,9 +69,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         host, sep, port = coordinator.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
-        if not (isinstance(num_processes, int) and num_processes >= 1):
-            raise ValueError(f"num_processes must be a positive int, got {num_processes!r}")
-        if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
+        num_processes = as_positive_int(num_processes, "num_processes")
+        if as_int(process_id, "process_id") not in range(num_processes):
             raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
@@ -93,10 +95,9 @@ def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
         if len(set(chosen)) != len(chosen):
             raise ValueError(f"devices must not repeat a device, got {devices!r}")
     else:
-        try:
-            n = operator.index(devices)
-        except TypeError:
-            raise TypeError(f"devices must be None, a positive int or a sequence of devices, got {devices!r}") from None
+        if not is_int(devices):
+            raise TypeError(f"devices must be None, a positive int or a sequence of devices, got {devices!r}")
+        n = operator.index(devices)
         local = jax.local_device_count()
         if not 1 <= n <= local:
             raise ValueError(f"devices must be in [1, {local}] (the local devices of each process), got {n}")

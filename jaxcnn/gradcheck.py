@@ -243,6 +243,38 @@ def _pool_cases() -> list[Case]:
     return cases
 
 
+def _adaptive_pool_cases() -> list[Case]:
+    cases = []
+    for x, output_size in [
+        ((2, 7, 3), 3),  # 7 -> 3: overlapping windows
+        ((2, 5, 2), 8),  # larger than the input: repeated rows
+        ((2, 6, 2), 1),  # global
+        ((2, 7, 5, 3), (3, 3)),  # 7 -> 3, 5 -> 3
+        ((2, 6, 4, 2), (3, None)),  # divisible; None keeps the axis
+        ((2, 4, 5, 2), (4, 7)),  # equal; larger
+        ((1, 3, 4, 5, 2), (2, 4, 3)),
+        ((1, 2, 3, 4, 2), (3, None, 6)),
+    ]:
+        kw = dict(output_size=output_size)
+        cases.append(Case("adaptive_avg_pool", _describe(kw, x), (x,), kw))
+    return cases
+
+
+def _lrn_cases() -> list[Case]:
+    cases = []
+    for x, kw in [
+        ((2, 3, 3, 8), dict(size=5, alpha=1e-4, beta=0.75, k=2.0)),  # AlexNet
+        ((2, 3, 3, 8), dict(size=4, alpha=0.8, beta=0.6, k=1.5)),  # even: asymmetric window
+        ((2, 7), dict(size=3, alpha=0.5, beta=1.3, k=1.0)),
+        ((2, 3, 6), dict(size=2, alpha=2.0, beta=0.75, k=0.7)),
+        ((2, 5, 4), dict(size=9, alpha=1.0, beta=1.5, k=0.5)),  # window larger than C
+        ((1, 2, 3, 2, 5), dict(size=6, alpha=1.5, beta=0.4, k=3.0)),  # even, larger than C
+        ((2, 6), dict(size=1, alpha=1.0, beta=2.0, k=1.0)),
+    ]:
+        cases.append(Case("lrn", _describe(kw, x), (x,), kw))
+    return cases
+
+
 def _elementwise_cases() -> list[Case]:
     cases = [
         Case("dense", _describe({}, (4, 5), (5, 3), (3,)), ((4, 5), (5, 3), (3,)), {}),
@@ -270,8 +302,10 @@ def _describe(kwargs: dict, *shapes) -> str:
 
 def default_cases() -> list[Case]:
     """The configurations ``jaxcnn gradcheck`` sweeps: 1-D/2-D/3-D, strides (also > kernel), dilation,
-    asymmetric and SAME padding, groups and depthwise, every pool, activation, norm and loss."""
-    return _conv_cases() + _conv_transpose_cases() + _pool_cases() + _elementwise_cases()
+    asymmetric and SAME padding, groups and depthwise, every pool (adaptive ones shrinking, keeping and
+    growing axes), activation, norm (LRN with odd, even and oversized windows) and loss."""
+    pools = _pool_cases() + _adaptive_pool_cases()
+    return _conv_cases() + _conv_transpose_cases() + pools + _lrn_cases() + _elementwise_cases()
 
 
 def run_case(case: Case, seed: int = 0) -> GradcheckReport:

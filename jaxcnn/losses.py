@@ -1,5 +1,7 @@
 r"""Losses with hand-derived VJPs.
 
+Derived in ``docs/derivations.md#losses``.
+
 Softmax cross-entropy with integer labels, mean over the ``B`` examples (every axis but the last)::
 
     L = -(1/B) sum_b log p[b, y_b],   p = softmax(z)        dL/dz = (p - onehot(y)) / B

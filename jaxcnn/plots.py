@@ -11,7 +11,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["plot_curves", "plot_filters", "plot_confusion", "saliency", "plot_saliency", "first_kernel"]
+from ._files import atomic_write
+
+__all__ = [
+    "plot_curves",
+    "plot_filters",
+    "plot_confusion",
+    "saliency",
+    "plot_saliency",
+    "first_kernel",
+    "plot_run",
+]
 
 
 def _pyplot():
@@ -21,6 +31,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically (a full disk is one error naming ``path``) and close it."""
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        _pyplot().close(fig)
+    return Path(path)
 
 
 def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
@@ -39,9 +58,7 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def first_kernel(params: Any) -> np.ndarray | None:
@@ -78,9 +95,7 @@ def plot_filters(params: Any, path: str | Path) -> Path | None:
         ax.set_title(str(i), fontsize=8)
     fig.suptitle("first-layer filters")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_confusion(
@@ -110,9 +125,7 @@ def plot_confusion(
     ax.set_ylabel("true")
     fig.colorbar(image)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def saliency(model, params, model_state, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -150,6 +163,21 @@ def plot_saliency(model, params, model_state, x: np.ndarray, path: str | Path) -
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("saliency")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
+
+
+def plot_run(out: Path, model: Any, state: Any, data: Any, result: Any) -> list[Path | None]:
+    """The plots of a finished ``jaxcnn train`` run in ``out``: curves, filters, confusion, saliency."""
+    out = Path(out)
+    return [
+        plot_curves(result.history, out / "curves.png"),
+        plot_filters(state.params, out / "filters.png"),
+        plot_confusion(
+            data.y_test,
+            result.test["predictions"],
+            data.num_classes,
+            out / "confusion.png",
+            getattr(data, "class_names", None),
+        ),  # fmt: skip
+        plot_saliency(model, state.params, state.model_state, data.x_test[:6], out / "saliency.png"),
+    ]

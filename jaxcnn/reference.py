@@ -4,12 +4,16 @@ benchmarks compare the hand-derived VJPs against; nothing here has a ``custom_vj
 
 ``conv_transpose`` is written from its definition (zeros between input samples, padding, a stride-1
 correlation with the flipped kernel: ``lhs_dilation`` in ``conv_general_dilated``), independently of
-the hand-derived code, and tested as the adjoint of ``conv``.
+the hand-derived code, and tested as the adjoint of ``conv``. ``adaptive_avg_pool`` is a loop of ``jnp.mean``
+over explicit slices whose bounds it computes itself, sharing no window arithmetic with the op; ``lrn`` is
+PyTorch's recipe (a sliding mean of the zero-padded squares, ``lax.reduce_window``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from fractions import Fraction
 from typing import Any
 
 import jax.numpy as jnp
@@ -17,33 +21,16 @@ import numpy as np
 from jax import lax
 
 from .losses import check_labels, check_mse
+from .ops import __all__ as _OP_NAMES
 from .ops._padding import dilated_size
 from .ops._validate import check_axis, check_floating
 from .ops.activation import check_negative_slope
 from .ops.conv import conv_spec, conv_transpose_spec
 from .ops.dense import check_dense
-from .ops.norm import check_batch_norm
-from .ops.pool import _check_global, check_p, pool_spec
+from .ops.norm import check_batch_norm, check_lrn
+from .ops.pool import _check_global, check_adaptive_avg_pool, check_p, pool_spec, reduce_window
 
-__all__ = [
-    "conv",
-    "conv_transpose",
-    "max_pool",
-    "avg_pool",
-    "lp_pool",
-    "global_avg_pool",
-    "global_max_pool",
-    "dense",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "log_softmax",
-    "batch_norm",
-    "softmax_cross_entropy",
-    "mse",
-]
+__all__ = [*_OP_NAMES, "softmax_cross_entropy", "mse"]  # a twin of every op and loss
 
 
 def _dims(nd: int) -> lax.ConvDimensionNumbers:
@@ -96,20 +83,9 @@ def conv_transpose(
     )
 
 
-def _reduce_window(x, init, op, spec):
-    return lax.reduce_window(
-        x,
-        np.asarray(init, x.dtype),
-        op,
-        (1, *spec.window, 1),
-        (1, *spec.strides, 1),
-        [(0, 0), *spec.padding, (0, 0)],
-    )
-
-
 def max_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID"):
     x = jnp.asarray(x)
-    return _reduce_window(x, -jnp.inf, lax.max, pool_spec(x, window, stride, padding, "max_pool"))
+    return reduce_window(x, -jnp.inf, lax.max, pool_spec(x, window, stride, padding, "max_pool"))
 
 
 def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID", count_include_pad: bool = True):
@@ -118,16 +94,16 @@ def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID",
         raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
     spec = pool_spec(x, window, stride, padding, "avg_pool")
     if count_include_pad:
-        return _reduce_window(x, 0.0, lax.add, spec) / math.prod(spec.window)
-    counts = _reduce_window(jnp.ones_like(x), 0.0, lax.add, spec)
-    return _reduce_window(x, 0.0, lax.add, spec) / counts
+        return reduce_window(x, 0.0, lax.add, spec) / math.prod(spec.window)
+    counts = reduce_window(jnp.ones_like(x), 0.0, lax.add, spec)
+    return reduce_window(x, 0.0, lax.add, spec) / counts
 
 
 def lp_pool(x: Any, window: Any, *, p: float, stride: Any = None, padding: Any = "VALID"):
     x = jnp.asarray(x)
     spec = pool_spec(x, window, stride, padding, "lp_pool")
     p = check_p(p)
-    return (_reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / math.prod(spec.window)) ** (1 / p)
+    return (reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / math.prod(spec.window)) ** (1 / p)
 
 
 def _global(x, init, op):
@@ -144,6 +120,22 @@ def global_max_pool(x: Any):
     # reduce_window's autodiff is select-and-scatter: the first maximum wins ties, as in the op.
     # (jnp.max would split a tie's gradient instead.)
     return _global(_check_global(x, "global_max_pool"), -jnp.inf, lax.max)
+
+
+def adaptive_avg_pool(x: Any, output_size: Any):
+    # One jnp.mean per output position over its explicit slice, bounds from exact rational floor / ceil.
+    x, sizes = check_adaptive_avg_pool(x, output_size)
+    spatial = x.shape[1:-1]
+    out = tuple(n if m is None else m for n, m in zip(spatial, sizes))
+    bounds = [
+        [(math.floor(Fraction(i * n, m)), math.ceil(Fraction((i + 1) * n, m))) for i in range(m)]
+        for n, m in zip(spatial, out)
+    ]
+    means = []
+    for box in itertools.product(*bounds):
+        index = (slice(None), *(slice(start, end) for start, end in box), slice(None))
+        means.append(jnp.mean(x[index], axis=tuple(range(1, x.ndim - 1))))
+    return jnp.stack(means, axis=1).reshape(x.shape[0], *out, x.shape[-1])
 
 
 def dense(x: Any, w: Any, b: Any = None):
@@ -200,6 +192,22 @@ def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
     y = (xf - mean) * lax.rsqrt(var + epsilon) * scale + offset
     return y.astype(x.dtype), mean, var
+
+
+def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    # PyTorch's recipe: zero-pad the squares by (size//2, (size-1)//2) along channels, a sliding mean of size.
+    x, size, alpha, beta, k = check_lrn(x, size, alpha, beta, k)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    lead = x.ndim - 1
+    window_sum = lax.reduce_window(
+        xf * xf,
+        np.asarray(0.0, xf.dtype),
+        lax.add,
+        (1,) * lead + (size,),
+        (1,) * x.ndim,
+        [(0, 0)] * lead + [(size // 2, (size - 1) // 2)],
+    )
+    return (xf / (k + alpha * (window_sum / size)) ** beta).astype(x.dtype)
 
 
 def softmax_cross_entropy(logits: Any, labels: Any):

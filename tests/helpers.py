@@ -53,3 +53,11 @@ def assert_matches_reference(op, ref, args, *, rtol=F64_RTOL, seed=0, **kwargs):
         assert g.shape == gr.shape and g.dtype == float_args[i].dtype, (g.shape, g.dtype, float_args[i].dtype)
         assert_close(g, gr, rtol, f"cotangent of argument {floats[i]}")
     return y
+
+
+def per_array_error(actual, expected) -> float:
+    """The largest relative error of any one array of two pytrees (each measured against its own scale,
+    so a small array's error is not hidden by a large one's magnitude)."""
+    a_leaves, e_leaves = jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)
+    assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
+    return max((relative_error(a, e) for a, e in zip(a_leaves, e_leaves, strict=True)), default=0.0)

@@ -3,6 +3,7 @@ benchmarks are never timed assertions)."""
 
 import functools
 import json
+import subprocess
 import sys
 
 import jax
@@ -10,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import flax_models, report, scaling, suite
-from benchmarks import models as model_bench
-from benchmarks import ops as op_bench
 from jaxcnn import cli
 from jaxcnn import models as zoo
+from jaxcnn.bench import flax_models, report, scaling, suite
+from jaxcnn.bench import models as model_bench
+from jaxcnn.bench import ops as op_bench
 
 TWINS = list(model_bench.TWINS)
 
@@ -97,7 +98,7 @@ def test_flax_twin_has_jaxcnn_params_shapes_and_outputs(name):
 @pytest.mark.parametrize("name", TWINS)
 def test_torch_twin_has_jaxcnn_params_shapes_and_outputs(name):
     torch = pytest.importorskip("torch")
-    from benchmarks import torch_models
+    from jaxcnn.bench import torch_models
 
     params, state, x, evaluated, trained = _jaxcnn_case(name)
     net = torch_models.make(name, x.shape[1:])
@@ -198,8 +199,15 @@ def test_cli_bench_parses(capsys):
     assert len(err.strip().splitlines()) == 1 and "--repeats" in err
 
 
-def test_cli_bench_without_the_benchmarks_package_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "benchmarks", None)  # as if the package were not installed
-    assert cli.main(["bench", "--parts", "report"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("jaxcnn bench: error: cannot import the benchmarks")
+def _modules_after(imports: str) -> list[str]:
+    code = f"import sys; {imports}; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_the_cli_and_the_suite_do_not_import_each_other_in_a_circle():
+    assert not [m for m in _modules_after("import jaxcnn.cli") if m.startswith("jaxcnn.bench")]
+    suite_modules = _modules_after(
+        "import jaxcnn.bench.suite, jaxcnn.bench.models, jaxcnn.bench.ops, jaxcnn.bench.report"
+    )
+    assert "jaxcnn.bench.models" in suite_modules and "jaxcnn.cli" not in suite_modules

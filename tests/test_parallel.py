@@ -188,10 +188,11 @@ DRIVER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from jaxcnn import cli, distributed, train
+    from jaxcnn import cli, distributed
+    from jaxcnn.train import run as train
 
     dump, argv = sys.argv[1], sys.argv[2:]
-    real_fit = train.fit
+    real_fit = train.fit  # the fit that `jaxcnn train` calls
 
     def fit(*args, **kwargs):
         result = real_fit(*args, **kwargs)

@@ -187,7 +187,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     stopped_at = checkpoint.read_meta(killed)["step"]
-    assert 30 <= stopped_at < 320 and stopped_at % 16 != 0 or stopped_at >= 30  # mid-run, usually mid-epoch
+    assert (
+        30 <= stopped_at < 320
+    )  # killed mid-run, after the checkpoint of step >= 30 (mid-epoch unless a multiple of 16)
     resumed = _cli(*args, "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     uninterrupted = _cli(*args, "--out", str(full))
@@ -240,3 +242,105 @@ def test_cli_resume_refuses_a_damaged_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--dataset", "synthetic", "--out", str(out), "--resume"]) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_resumes_exactly(tmp_path):
+    args = [
+        *"train --dataset synthetic --model lenet5 --epochs 3 --batch-size 32 --optimizer momentum --lr 0.02".split(),
+        *"--checkpoint-every 10 --log-every 5 --no-plots".split(),
+    ]
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    script = Path(__file__).with_name("kill_during_checkpoint.py")
+    # the 3rd checkpoint (step 30) is killed between writing its bytes and renaming them into place
+    proc = subprocess.run([sys.executable, str(script), "3", *args, "--out", str(killed)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert checkpoint.read_meta(killed)["step"] == 20  # the previous checkpoint, whole and verified
+    assert [p.name.startswith(".checkpoint.msgpack.") for p in killed.iterdir()].count(True) == 1  # the torn one
+    resumed = _cli(*args, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p for p in killed.iterdir() if p.name.startswith(".checkpoint.msgpack.")]  # cleaned up
+    assert _cli(*args, "--out", str(full)).returncode == 0
+    header = lambda d: json.loads((d / checkpoint.CHECKPOINT_NAME).read_bytes().split(b"\n")[1])
+    assert header(killed)["meta"]["step"] == header(full)["meta"]["step"] == 48
+    assert header(killed)["sha256"] == header(full)["sha256"]
+
+
+# `python -c LIMITED limit args...`: jaxcnn's CLI in a process whose writes beyond `limit` bytes fail
+# with EFBIG (SIGXFSZ ignored, so write() returns the error), as they would on a full disk.
+LIMITED = (
+    "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "limit = int(sys.argv.pop(1)); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "sys.argv[0] = 'jaxcnn'; runpy.run_module('jaxcnn', run_name='__main__')"
+)
+
+
+def test_a_failed_checkpoint_write_ends_the_run_in_one_line_with_the_previous_checkpoint_intact(tmp_path):
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "jaxcnn", *"train --dataset synthetic --batch-size 32 --no-plots".split()]
+    assert subprocess.run([*base, "--epochs", "1", "--out", str(out)], capture_output=True).returncode == 0
+    before = (out / checkpoint.CHECKPOINT_NAME).read_bytes()  # step 16, about 0.7 MB
+    argv = [sys.executable, "-c", LIMITED, str(256 * 1024), *base[3:], "--epochs", "2", "--out", str(out), "--resume"]
+    limited = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert limited.returncode == 2
+    err = limited.stderr.strip().splitlines()  # the banner, epoch lines, then one line for the error
+    assert "Traceback" not in limited.stderr and err[-1].startswith("jaxcnn train: error: "), err
+    assert str(out / checkpoint.CHECKPOINT_NAME) in err[-1], err
+    assert "File too large" in err[-1] and "previous version" in err[-1], err
+    assert (out / checkpoint.CHECKPOINT_NAME).read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def _random_step_losses(model, augment, steps=4):
+    """Losses of ``steps`` train steps on one fixed batch with learning rate 0: the parameters never
+    change, so the losses differ only through each step's dropout mask or augmentation."""
+    opt = optax.sgd(0.0)
+    state = train.init_train_state(model, (8, 12, 12, 1), opt, seed=0)
+    step = train.make_train_step(model, opt, augment=augment)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 12, 12, 1)), jnp.float32)
+    y = jnp.arange(8, dtype=jnp.int32) % 4
+    first = state
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state, x, y)
+        losses.append(float(metrics["loss"]))
+    again = step(first, x, y)[1]["loss"]  # step 0 once more: the same key, the same mask
+    return losses, float(again)
+
+
+def test_dropout_masks_and_augmentations_differ_between_steps_and_repeat_for_the_same_step():
+    from jaxcnn import layers, serial
+
+    with_dropout = serial(layers.Flatten, layers.Dense(32), layers.Dropout(0.5), layers.Dense(4))
+    losses, again = _random_step_losses(with_dropout, None)
+    assert len(set(losses)) == len(losses) and again == losses[0], losses
+    plain = serial(layers.Flatten, layers.Dense(4))
+    crop = lambda key, x: data.augment(key, x, crop_pad=2, flip=True)
+    losses, again = _random_step_losses(plain, crop)
+    assert len(set(losses)) == len(losses) and again == losses[0], losses
+    losses, _ = _random_step_losses(plain, None)  # and without either, nothing changes between steps
+    assert len(set(losses)) == 1
+
+
+def test_resume_with_dropout_batch_norm_and_augmentation_is_bit_identical(tiny_data, tmp_path):
+    from jaxcnn import layers, serial
+
+    def run(out, **kwargs):
+        model = serial(
+            layers.Conv(4, 3, stride=2), layers.BatchNorm(), layers.Relu, layers.Flatten, layers.Dropout(0.3),
+            layers.Dense(4),
+        )  # fmt: skip
+        opt, lr = train.make_optimizer("momentum", 0.05, total_steps=24)
+        augment = lambda key, x: data.augment(key, x, crop_pad=2, flip=True, rotate_deg=10.0)
+        return train.fit(
+            model, tiny_data, epochs=3, batch_size=32, optimizer=opt, learning_rate=lr, out_dir=out, log_every=4,
+            progress=False, augment=augment, **kwargs,
+        )  # fmt: skip
+
+    full = run(tmp_path / "full")
+    run(tmp_path / "cut", checkpoint_every=5, max_steps=13)  # stops mid-epoch 2
+    resumed = run(tmp_path / "cut", checkpoint_every=5, resume=True)
+    assert int(resumed.state.step) == 24
+    assert _equal_trees(full.state, resumed.state)  # parameters, running statistics, optimizer state
+    assert not _equal_trees(full.state.model_state, train.init_train_state(
+        serial(layers.Conv(4, 3, stride=2), layers.BatchNorm()), (32, 28, 28, 1), optax.sgd(0.1), 0
+    ).model_state)  # fmt: skip

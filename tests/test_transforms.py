@@ -11,6 +11,7 @@ from helpers import assert_close
 from jax.test_util import check_grads
 
 from jaxcnn import losses, ops, reference
+from jaxcnn.gradcheck import relative_error
 from jaxcnn.ops._padding import unreached_rows
 from jaxcnn.ops.conv import conv_spec
 
@@ -18,6 +19,8 @@ from jaxcnn.ops.conv import conv_spec
 def _n(rng, *shape, dtype=np.float64):
     return jnp.asarray(rng.standard_normal(shape), dtype)
 
+
+BF16_RTOL = 2e-2  # bfloat16 keeps 8 significant bits (2^-8 = 3.9e-3 per rounding), summed over a window
 
 # Each op bound to a configuration, with argument shapes; used by the finite-difference,
 # grad-of-grad and dtype tests.
@@ -99,11 +102,19 @@ def test_bfloat16_inputs_give_bfloat16_cotangents(name, rng):
     y, vjp = jax.vjp(fn, *args)
     for leaf in jax.tree_util.tree_leaves(y)[:1]:
         assert leaf.dtype == jnp.bfloat16
-    cot = jax.tree_util.tree_map(jnp.ones_like, y)
-    for a, g in zip(args, vjp(cot)):
+    cot = jax.tree_util.tree_map(lambda leaf: _n(rng, *leaf.shape, dtype=leaf.dtype), y)
+    grads = vjp(cot)
+    for a, g in zip(args, grads):
         assert g.dtype == jnp.bfloat16, (name, g.dtype)
         assert g.shape == a.shape
         assert bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+    # the same computation in float32 on the same (bfloat16-representable) inputs: the bfloat16
+    # cotangents may differ only by bfloat16 rounding (8 significant bits, accumulated over the op)
+    y32, vjp32 = jax.vjp(fn, *[a.astype(jnp.float32) for a in args])
+    grads32 = vjp32(jax.tree_util.tree_map(lambda c: c.astype(jnp.float32), cot))
+    for g, g32 in zip(grads, grads32):
+        err = relative_error(g.astype(jnp.float32), g32)
+        assert err <= BF16_RTOL, (name, err)
 
 
 def test_mixed_dtypes_cast_cotangents_to_primals(rng):

@@ -14,56 +14,46 @@ from . import batching as batching
 from . import datasets as datasets
 from . import fetch as fetch
 from . import idx as idx
-from .augmentation import (
-    augment,
-    flip_horizontal,
-    pad_and_crop,
-    random_crop,
-    random_flip,
-    random_rotate,
-    rotate,
-)
-from .batching import batch_indices, batches, epoch_permutation, num_batches
-from .datasets import (
-    DATASETS,
-    FASHION_MNIST_CLASSES,
-    FASHION_MNIST_FILES,
-    FASHION_MNIST_SHA256,
-    FASHION_MNIST_URL,
-    Dataset,
-    fetch_fashion_mnist,
-    find_fashion_mnist,
-    load,
-    load_digits,
-    load_fashion_mnist,
-    load_mnist1d,
-    make_synthetic,
-)
-from .fetch import ChecksumError, DownloadError, cache_dir, download
-from .idx import IDXFormatError, encode_idx, parse_idx, read_idx
+from .augmentation import augment as augment
+from .augmentation import flip_horizontal as flip_horizontal
+from .augmentation import pad_and_crop as pad_and_crop
+from .augmentation import random_crop as random_crop
+from .augmentation import random_flip as random_flip
+from .augmentation import random_rotate as random_rotate
+from .augmentation import rotate as rotate
+from .batching import batch_indices as batch_indices
+from .batching import batches as batches
+from .batching import epoch_permutation as epoch_permutation
+from .batching import num_batches as num_batches
+from .datasets import DATASETS as DATASETS
+from .datasets import FASHION_MNIST_CLASSES as FASHION_MNIST_CLASSES
+from .datasets import FASHION_MNIST_FILES as FASHION_MNIST_FILES
+from .datasets import FASHION_MNIST_SHA256 as FASHION_MNIST_SHA256
+from .datasets import FASHION_MNIST_URL as FASHION_MNIST_URL
+from .datasets import Dataset as Dataset
+from .datasets import fetch_fashion_mnist as fetch_fashion_mnist
+from .datasets import find_fashion_mnist as find_fashion_mnist
+from .datasets import load as load
+from .datasets import load_digits as load_digits
+from .datasets import load_fashion_mnist as load_fashion_mnist
+from .datasets import load_mnist1d as load_mnist1d
+from .datasets import make_synthetic as make_synthetic
+from .fetch import ChecksumError as ChecksumError
+from .fetch import DownloadError as DownloadError
+from .fetch import cache_dir as cache_dir
+from .fetch import download as download
+from .idx import IDXFormatError as IDXFormatError
+from .idx import encode_idx as encode_idx
+from .idx import parse_idx as parse_idx
+from .idx import read_idx as read_idx
 
 __all__ = [
-    # modules
     "augmentation",
     "batching",
     "datasets",
     "fetch",
     "idx",
-    # datasets
-    "Dataset",
-    "DATASETS",
-    "load",
-    "load_fashion_mnist",
-    "find_fashion_mnist",
-    "fetch_fashion_mnist",
-    "load_mnist1d",
-    "load_digits",
-    "make_synthetic",
-    "FASHION_MNIST_URL",
-    "FASHION_MNIST_FILES",
-    "FASHION_MNIST_SHA256",
-    "FASHION_MNIST_CLASSES",
-    # files
+    *datasets.__all__,
     "IDXFormatError",
     "parse_idx",
     "read_idx",
@@ -72,17 +62,6 @@ __all__ = [
     "ChecksumError",
     "cache_dir",
     "download",
-    # batching
-    "epoch_permutation",
-    "num_batches",
-    "batch_indices",
-    "batches",
-    # augmentation
-    "augment",
-    "pad_and_crop",
-    "random_crop",
-    "flip_horizontal",
-    "random_flip",
-    "rotate",
-    "random_rotate",
+    *batching.__all__,
+    *augmentation.__all__,
 ]

@@ -8,35 +8,26 @@ resumes with ``batches(..., epoch=e, start_step=s + 1)`` and sees the same batch
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from ..ops._validate import as_int
+
 __all__ = ["epoch_permutation", "num_batches", "batch_indices", "batches"]
-
-
-def _index(value: Any, name: str, minimum: int) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def epoch_permutation(n: int, *, seed: int, epoch: int) -> np.ndarray:
     """The example order of ``epoch``: a permutation of ``range(n)`` (int64), pure in (seed, epoch, n)."""
-    n = _index(n, "n", 0)
-    seed, epoch = _index(seed, "seed", 0), _index(epoch, "epoch", 0)
+    n = as_int(n, "n", minimum=0)
+    seed, epoch = as_int(seed, "seed", minimum=0), as_int(epoch, "epoch", minimum=0)
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def num_batches(n: int, batch_size: int, *, drop_last: bool = True) -> int:
     """Batches per epoch: ``n // batch_size``, plus one partial batch if ``drop_last`` is false."""
-    n, batch_size = _index(n, "n", 0), _index(batch_size, "batch_size", 1)
+    n, batch_size = as_int(n, "n", minimum=0), as_int(batch_size, "batch_size", minimum=1)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -45,7 +36,7 @@ def batch_indices(
 ) -> np.ndarray:
     """Indices into the data of batch ``step`` of ``epoch`` (what :func:`batches` yields at that step)."""
     total = num_batches(n, batch_size, drop_last=drop_last)
-    step = _index(step, "step", 0)
+    step = as_int(step, "step", minimum=0)
     if step >= total:
         raise ValueError(f"step must be < {total} (batches per epoch for n={n}, batch_size={batch_size}), got {step}")
     order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
@@ -73,7 +64,7 @@ def batches(
     if len(y) != n:
         raise ValueError(f"batches: x and y must have the same length, got {n} and {len(y)}")
     total = num_batches(n, batch_size, drop_last=drop_last)
-    start_step = _index(start_step, "start_step", 0)
+    start_step = as_int(start_step, "start_step", minimum=0)
     if start_step > total:
         raise ValueError(f"batches: start_step must be <= {total} (batches per epoch), got {start_step}")
     order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)

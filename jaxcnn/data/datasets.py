@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..ops._validate import as_int
 from .fetch import atomic_write, cache_dir, download
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, IDXFormatError, read_idx
 
@@ -327,12 +328,10 @@ def make_synthetic(
     """
     shape = tuple(int(s) for s in image_shape)
     for arg, value in (("num_train", num_train), ("num_test", num_test), ("channels", channels)):
-        if value < 1:
-            raise ValueError(f"make_synthetic: {arg} must be >= 1, got {value}")
+        as_int(value, f"make_synthetic: {arg}", minimum=1)
     if not shape or min(shape) < 1:
         raise ValueError(f"make_synthetic: image_shape must be non-empty and positive, got {tuple(image_shape)}")
-    if num_classes < 2:
-        raise ValueError(f"make_synthetic: num_classes must be >= 2, got {num_classes}")
+    as_int(num_classes, "make_synthetic: num_classes", minimum=2)
     if noise < 0:
         raise ValueError(f"make_synthetic: noise must be >= 0, got {noise}")
     rng = np.random.default_rng(seed)

@@ -2,28 +2,28 @@
 
 - The cache is ``$XDG_CACHE_HOME/jaxcnn`` when ``XDG_CACHE_HOME`` is set to an absolute path, else
   ``~/.cache/jaxcnn``.
-- Writes go to a temporary file in the destination's own directory, are flushed and fsynced, and
-  only then renamed over the destination with :func:`os.replace`: a reader sees the old file or the
-  complete new one, never a partial one. On any error the temporary file is removed.
+- Writes go through :func:`jaxcnn._files.atomic_write` (re-exported here): a temporary file in the
+  destination's own directory, flushed and fsynced, only then renamed over the destination with
+  :func:`os.replace`: a reader sees the old file or the complete new one, never a partial one. On any
+  error the temporary file is removed; a full disk is a :class:`WriteError` naming the path.
 - :func:`download` additionally checks the byte count against ``Content-Length`` (a connection
   closed mid-body is an error, not a short file) and the SHA-256 before the rename.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DownloadError", "ChecksumError", "cache_dir", "atomic_write", "sha256_file", "download"]
+from .._files import WriteError, atomic_write
+
+__all__ = ["DownloadError", "ChecksumError", "WriteError", "cache_dir", "atomic_write", "sha256_file", "download"]
 
 _CHUNK = 1 << 20
 
@@ -41,40 +41,6 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "jaxcnn"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename in ``directory`` (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Create ``path`` atomically: ``write(f)`` fills a temporary file beside it, which is then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide shared data files from other users
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -103,15 +69,19 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str, timeout: float =
 
     def fetch(f: BinaryIO) -> None:
         digest, received, announced = hashlib.sha256(), 0, None
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                announced = response.headers.get("Content-Length")
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            raise DownloadError(f"download of {url} failed after {received} bytes: {err}") from err
+
+        def network(call):
+            try:
+                return call()
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+                raise DownloadError(f"download of {url} failed after {received} bytes: {err}") from err
+
+        with network(lambda: urllib.request.urlopen(url, timeout=timeout)) as response:
+            announced = response.headers.get("Content-Length")
+            while chunk := network(lambda: response.read(_CHUNK)):
+                f.write(chunk)  # a full disk here is atomic_write's WriteError, naming dest
+                digest.update(chunk)
+                received += len(chunk)
         if announced is not None and received != int(announced):
             raise DownloadError(
                 f"download of {url} was interrupted: received {received} of {announced} bytes (Content-Length)"

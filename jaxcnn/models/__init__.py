@@ -24,8 +24,12 @@ model                    input                   parameters
 =======================  ======================  ==========
 """
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import jax
 
+from ..layers import Layer
 from .autoencoder import conv_autoencoder as conv_autoencoder
 from .lenet import lenet5 as lenet5
 from .mobilenet import mobilenet_small as mobilenet_small
@@ -40,6 +44,9 @@ from .small import seed_cnn as seed_cnn
 from .vgg import vgg_small as vgg_small
 
 __all__ = [
+    "ModelSpec",
+    "MODELS",
+    "build",
     "count_params",
     "lenet5",
     "seed_cnn",
@@ -59,3 +66,31 @@ __all__ = [
 def count_params(params) -> int:
     """The number of scalars in a params pytree."""
     return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+
+
+class ModelSpec(NamedTuple):
+    """A zoo entry: how to build it, what it returns, and the example shape it was designed for."""
+
+    constructor: Callable[..., Layer]  # constructor(num_classes=..., **kwargs)
+    outputs: str  # "logits" (train with softmax cross-entropy) or "probabilities" (ends in Softmax)
+    input_shape: tuple[int, ...]  # one example, channels-last (the default for synthetic data and summaries)
+
+
+# The classifiers `jaxcnn train` and `jaxcnn summary` offer by name.
+MODELS: dict[str, ModelSpec] = {
+    "mnist1d_cnn": ModelSpec(mnist1d_cnn, "logits", (40, 1)),
+    "lenet5": ModelSpec(lenet5, "logits", (28, 28, 1)),
+    "seed_cnn": ModelSpec(seed_cnn, "probabilities", (28, 28, 1)),
+    "fashion_cnn": ModelSpec(fashion_cnn, "logits", (28, 28, 1)),
+    "resnet20": ModelSpec(resnet20, "logits", (32, 32, 3)),
+    "vgg_small": ModelSpec(vgg_small, "logits", (28, 28, 1)),
+    "mobilenet_small": ModelSpec(mobilenet_small, "logits", (28, 28, 1)),
+    "cnn3d": ModelSpec(cnn3d, "logits", (16, 16, 16, 1)),
+}
+
+
+def build(name: str, num_classes: int = 10, **kwargs: Any) -> Layer:
+    """The zoo model ``name`` (a key of :data:`MODELS`) for ``num_classes`` classes."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model: {name!r}. It needs to be one of {sorted(MODELS)}")
+    return MODELS[name].constructor(num_classes=num_classes, **kwargs)

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 from .. import ops as _ops
 from ..combinators import residual, serial
 from ..layers import Layer, bind
+from ..ops._padding import is_int
+from ..ops._validate import as_positive_int
 
 __all__ = ["resnet", "resnet20", "basic_block", "zero_pad_shortcut", "SHORTCUTS"]
 
@@ -47,9 +49,7 @@ def zero_pad_shortcut(features: int, stride: int) -> Layer:
 
     Parameter-free; ``(N, *spatial, C) -> (N, *ceil(spatial / s), features)`` for ``features >= C``.
     """
-    for arg, value in (("features", features), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    features, stride = as_positive_int(features, "features"), as_positive_int(stride, "stride")
 
     def init(key, input_shape):
         shape = tuple(input_shape)
@@ -97,15 +97,9 @@ def basic_block(features: int, *, stride: int = 1, in_features: int, shortcut: s
 
 def _check_depth(depth: Any) -> int:
     msg = f"depth must be 6n + 2 for a positive int n (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
-    if isinstance(depth, bool):
+    if not is_int(depth) or depth < 8 or (depth - 2) % 6:
         raise ValueError(msg)
-    try:
-        depth = operator.index(depth)
-    except TypeError:
-        raise ValueError(msg) from None
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(msg)
-    return depth
+    return operator.index(depth)
 
 
 def resnet(depth: int, num_classes: int = 10, shortcut: str = "conv", *, ops: Any = _ops) -> Layer:

@@ -1,9 +1,9 @@
 """Window arithmetic on plain ints: normalised configuration, output sizes, backward-pass padding.
 
 Everything here works on Python ints and tuples, so it is tested without JAX and runs at trace time.
-Notation per spatial dimension (see ``shared/docs/math.md``): input length ``n``, kernel length ``k``,
-dilation ``d``, dilated kernel ``kd = d(k-1)+1``, stride ``s``, forward padding ``(lo, hi)``,
-output length ``o = floor((n + lo + hi - kd) / s) + 1`` and unreached rows
+Notation per spatial dimension (``docs/derivations.md#notation``, where the padding below is derived):
+input length ``n``, kernel length ``k``, dilation ``d``, dilated kernel ``kd = d(k-1)+1``, stride ``s``,
+forward padding ``(lo, hi)``, output length ``o = floor((n + lo + hi - kd) / s) + 1`` and unreached rows
 ``r = (n + lo + hi - kd) mod s``.
 """
 

@@ -1,7 +1,9 @@
-"""Argument checks shared by the ops and their reference twins; each error names the argument and value.
+"""Argument checks shared by the ops, their reference twins, the layers, the data pipeline and the
+training set-up; each error names the argument and its value.
 
-They read only ``.shape``, ``.ndim`` and ``.dtype``, so they run at trace time on tracers and on
-``jax.ShapeDtypeStruct`` alike.
+The array checks read only ``.shape``, ``.ndim`` and ``.dtype``, so they run at trace time on tracers
+and on ``jax.ShapeDtypeStruct`` alike. The integer checks accept Python and NumPy integers and refuse
+``bool`` (``stride=True`` is surely a mistake).
 """
 
 from __future__ import annotations
@@ -11,24 +13,43 @@ from typing import Any
 
 import jax.numpy as jnp
 
-__all__ = ["check_floating", "check_positive_int", "spatial_rank", "check_axis"]
+from ._padding import is_int
+
+__all__ = ["check_floating", "as_int", "as_positive_int", "check_positive_int", "spatial_rank", "check_axis"]
+
+
+def _index(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (Python or NumPy) and not a bool, else None."""
+    return operator.index(value) if is_int(value) else None
+
+
+def as_int(value: Any, arg: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int, at least ``minimum``: ``TypeError`` "``arg`` must be an integer, got ..." or
+    ``ValueError`` "``arg`` must be >= ``minimum``, got ..."."""
+    index = _index(value)
+    if index is None:
+        raise TypeError(f"{arg} must be an integer, got {value!r}")
+    if minimum is not None and index < minimum:
+        raise ValueError(f"{arg} must be >= {minimum}, got {index}")
+    return index
+
+
+def as_positive_int(value: Any, arg: str) -> int:
+    """``value`` as an int ``>= 1``; both errors say "``arg`` must be a positive int, got ..."."""
+    index = _index(value)
+    if index is None:
+        raise TypeError(f"{arg} must be a positive int, got {value!r}")
+    if index < 1:
+        raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    return index
+
+
+check_positive_int = as_positive_int  # the name the ops have used
 
 
 def check_floating(x: Any, arg: str, op: str) -> None:
     if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{op}: {arg} must be a floating-point array, got dtype {getattr(x, 'dtype', type(x))}")
-
-
-def check_positive_int(value: Any, arg: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{arg} must be a positive int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{arg} must be a positive int, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{arg} must be a positive int, got {value!r}")
-    return value
 
 
 def spatial_rank(x: Any, arg: str, op: str, *, extra_dims: int) -> int:
@@ -42,12 +63,9 @@ def spatial_rank(x: Any, arg: str, op: str, *, extra_dims: int) -> int:
 
 
 def check_axis(axis: Any, ndim: int, op: str) -> int:
-    if isinstance(axis, bool):
+    index = _index(axis)
+    if index is None:
         raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}") from None
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for an array of rank {ndim}")
-    return axis % ndim
+    if not -ndim <= index < ndim:
+        raise ValueError(f"{op}: axis {index} is out of range for an array of rank {ndim}")
+    return index % ndim

@@ -1,5 +1,7 @@
 r"""Elementwise activations and (log-)softmax with hand-derived VJPs.
 
+Derived in ``docs/derivations.md#activations``.
+
 Each backward pass is written from the forward's output where that is the cheaper residual::
 
     relu:        y = max(a, 0)                    da = dy * 1[a > 0]
@@ -24,7 +26,8 @@ from jax import lax
 
 from ._validate import check_axis, check_floating
 
-__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"]
+OPS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax")  # the ops this module adds to jaxcnn.ops
+__all__ = [*OPS]
 
 
 def _floating(x: Any, op: str) -> jax.Array:

@@ -1,5 +1,8 @@
 r"""Convolution and transposed convolution, 1-D/2-D/3-D, channels-last, with hand-derived VJPs.
 
+``docs/derivations.md`` derives every piece: #conv-forward, #conv-input-gradient, #conv-weight-gradient,
+#transposed-convolution, #conv-formulations.
+
 Forward (what CNNs call convolution is a cross-correlation), per spatial dimension::
 
     z[b, i, co] = sum_{u, ci} w[u, ci, co] * xpad[b, s*i + d*u, ci]
@@ -62,7 +65,8 @@ from ._padding import (
 from ._validate import check_floating, check_positive_int, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
-__all__ = ["conv", "conv_transpose", "ConvSpec", "conv_spec", "conv_transpose_spec"]
+OPS = ("conv", "conv_transpose")  # the ops this module adds to jaxcnn.ops (each with a reference twin)
+__all__ = [*OPS, "ConvSpec", "conv_spec", "conv_transpose_spec"]
 
 
 class ConvSpec(NamedTuple):

@@ -1,5 +1,7 @@
 r"""Dense (fully connected) layer ``z = x W + b`` with a hand-derived VJP.
 
+Derived in ``docs/derivations.md#dense``.
+
 ``x`` is ``(..., in)``, ``W`` is ``(in, out)``, ``b`` is ``(out,)``; with the leading axes flattened
 into one batch axis ``B``::
 
@@ -15,7 +17,8 @@ import jax.numpy as jnp
 
 from ._validate import check_floating
 
-__all__ = ["dense"]
+OPS = ("dense",)  # the ops this module adds to jaxcnn.ops
+__all__ = [*OPS, "check_dense"]
 
 
 def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:

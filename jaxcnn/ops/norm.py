@@ -1,6 +1,8 @@
-r"""Batch normalisation (train mode) with a hand-derived VJP.
+r"""Batch normalisation (train mode) and local response normalisation, with hand-derived VJPs.
 
-Per channel (the last axis), over the ``m`` elements of every other axis::
+Derived in ``docs/derivations.md#batch-norm`` and ``#local-response-normalisation``.
+
+Batch norm: per channel (the last axis), over the ``m`` elements of every other axis::
 
     mu = mean(x),  var = mean((x - mu)^2),  xhat = (x - mu) / sqrt(var + eps),  y = gamma xhat + beta
 
@@ -12,19 +14,41 @@ Per channel (the last axis), over the ``m`` elements of every other axis::
 The last line's second half is the cotangent of the two statistics the op also returns (layers feed
 them to running averages, usually under ``stop_gradient``, in which case they are zero). Statistics are
 accumulated in at least float32, so bfloat16 inputs are normalised accurately; ``y`` has ``x``'s dtype.
+
+Local response normalisation across channels (PyTorch's ``local_response_norm``; AlexNet uses ``size=5,
+alpha=1e-4, beta=0.75, k=2``). Channel ``c`` is divided by a power of the sum of squares over its window
+``W(c) = [c - size//2, c + (size-1)//2]`` clipped to ``[0, C)``; the divisor of the mean is always ``size``
+(the squares are zero-padded, as in PyTorch), also at the edges::
+
+    S_c = sum_{c' in W(c)} a_{c'}^2,   d_c = k + (alpha / size) S_c,   b_c = a_c d_c^(-beta)
+
+    db_c/da_j = 1[c = j] d_j^(-beta) - beta a_c d_c^(-beta-1) (alpha / size) 2 a_j 1[j in W(c)]
+
+    da_j = dy_j d_j^(-beta) - (2 alpha beta / size) a_j sum_{c in W'(j)} dy_c a_c d_c^(-beta-1)
+
+``j in W(c)`` exactly when ``c in W'(j) = [j - (size-1)//2, j + size//2]``: the backward pass sums over the
+*transposed* window, which differs from ``W`` when ``size`` is even. The arguments must satisfy ``k > 0``,
+``alpha >= 0`` and ``beta >= 0``: then every ``d_c >= k > 0`` and both lines are finite. Each window sum
+adds ``min(size, 2C - 1)`` shifted slices of the zero-padded channel axis (``lax.pad`` / ``lax.slice``), so
+the backward pass is differentiable again. The arithmetic runs in at least float32, ``y`` and ``dx`` have
+``x``'s dtype, and the residuals are ``x`` and ``d``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from ._validate import check_floating
+from ._validate import check_floating, check_positive_int
 
-__all__ = ["batch_norm", "check_batch_norm"]
+OPS = ("batch_norm", "lrn")  # the ops this module adds to jaxcnn.ops
+__all__ = [*OPS, "check_batch_norm", "check_lrn"]
 
 
 def _stats_dtype(dtype):
@@ -95,3 +119,81 @@ def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
     ``batch_var`` is the biased (population) variance used to normalise.
     """
     return _batch_norm(*check_batch_norm(x, scale, offset, epsilon))
+
+
+# ---------------------------------------------------------------------------------------------
+# local response normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _channel_window_sum(v: jax.Array, before: int, after: int) -> jax.Array:
+    """``s[..., c] = sum_{o = -before}^{after} v[..., c + o]``, zero outside ``[0, C)``."""
+    c = v.shape[-1]
+    before, after = min(before, max(c - 1, 0)), min(after, max(c - 1, 0))  # further offsets add only zeros
+    config = [(0, 0, 0)] * (v.ndim - 1) + [(before, after, 0)]
+    vpad = lax.pad(v, jnp.zeros((), v.dtype), config)
+    total = lax.slice_in_dim(vpad, 0, c, axis=v.ndim - 1)
+    for o in range(1, before + after + 1):
+        total = total + lax.slice_in_dim(vpad, o, o + c, axis=v.ndim - 1)
+    return total
+
+
+def _lrn_denominator(xf: jax.Array, size: int, alpha: float, k: float) -> jax.Array:
+    """``d_c = k + (alpha / size) sum_{c' in W(c)} a_{c'}^2`` with ``W(c) = [c - size//2, c + (size-1)//2]``."""
+    return k + (alpha / size) * _channel_window_sum(xf * xf, size // 2, (size - 1) // 2)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, size, alpha, beta, k):
+    xf = x.astype(_stats_dtype(x.dtype))
+    return (xf * _lrn_denominator(xf, size, alpha, k) ** -beta).astype(x.dtype)
+
+
+def _lrn_fwd(x, size, alpha, beta, k):
+    xf = x.astype(_stats_dtype(x.dtype))
+    d = _lrn_denominator(xf, size, alpha, k)
+    return (xf * d**-beta).astype(x.dtype), (x, d)
+
+
+def _lrn_bwd(size, alpha, beta, k, residuals, dy):
+    x, d = residuals
+    xf = x.astype(d.dtype)
+    scaled = dy.astype(d.dtype) * d**-beta  # dy_c d_c^(-beta)
+    # sum over the c whose window holds j: the transposed window W'(j) = [j - (size-1)//2, j + size//2]
+    coupled = _channel_window_sum(scaled * xf / d, (size - 1) // 2, size // 2)
+    dx = scaled - (2 * alpha * beta / size) * xf * coupled
+    return (dx.astype(x.dtype),)
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
+
+
+def _check_real(value: Any, arg: str, rule: str, ok) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"lrn: {arg} must be a real number {rule}, got {value!r}")
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"lrn: {arg} must be a finite real number {rule}, got {value!r}")
+    return float(value)
+
+
+def check_lrn(x: Any, size: Any, alpha: Any, beta: Any, k: Any) -> tuple[jax.Array, int, float, float, float]:
+    """Validate LRN's arguments (shared with the reference twin): ``x`` floating ``(N, ..., C)``, ``size`` a
+    positive int, ``alpha >= 0``, ``beta >= 0``, ``k > 0`` (so ``d >= k > 0``) finite real numbers."""
+    x = jnp.asarray(x)
+    check_floating(x, "x", "lrn")
+    if x.ndim < 2:
+        raise ValueError(f"lrn: x must have shape (N, ..., C) with rank >= 2, got shape {tuple(x.shape)}")
+    size = check_positive_int(size, "lrn: size")
+    alpha = _check_real(alpha, "alpha", ">= 0", lambda v: v >= 0)
+    beta = _check_real(beta, "beta", ">= 0", lambda v: v >= 0)
+    k = _check_real(k, "k", "> 0", lambda v: v > 0)
+    return x, size, alpha, beta, k
+
+
+def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    """Local response normalisation across channels (the last axis), PyTorch semantics:
+    ``y_c = x_c / (k + alpha/size * sum_{c' in [c - size//2, c + (size-1)//2]} x_{c'}^2)^beta``.
+
+    ``x`` is ``(N, ..., C)`` of any rank >= 2; requires ``k > 0``, ``alpha >= 0``, ``beta >= 0``.
+    """
+    return _lrn(*check_lrn(x, size, alpha, beta, k))

@@ -1,5 +1,7 @@
 r"""Max, average and Lp pooling (windowed and global), channels-last, with hand-derived VJPs.
 
+``docs/derivations.md#pooling`` derives every backward pass below.
+
 A window of ``K = prod(window)`` offsets ``u`` slides with stride ``s`` over ``xpad`` (``x`` padded by
 ``(lo, hi)``); write ``x_u[i] = xpad[s*i + u]`` for the strided slice at offset ``u``:
 
@@ -18,12 +20,25 @@ the transpose of the ``K`` strided slices, so the gradients are exact and differ
 
 Global pooling reduces every spatial axis: ``(N, *spatial, C) -> (N, C)``; its gradient is ``dy / S``
 broadcast (mean) or ``dy`` at the first maximum (max).
+
+Adaptive average pooling (PyTorch's ``adaptive_avg_pool{1,2,3}d``) picks the windows from the output size:
+along an axis of length ``n`` pooled to ``m``, output ``i`` averages the rows ``[floor(i n / m),
+ceil((i + 1) n / m))`` (:func:`adaptive_windows`; ``m > n`` repeats rows). A box of per-axis intervals is
+separable, so with the ``(m, n)`` averaging matrix ``A[i, p] = 1[p in window i] / len_i`` of each axis::
+
+    y[i0, i1, ...] = sum_{p0, p1, ...} A0[i0, p0] A1[i1, p1] ... x[p0, p1, ...]      (per example, channel)
+    dx[p0, p1, ...] = sum_{i0, i1, ...} A0[i0, p0] A1[i1, p1] ... dy[i0, i1, ...]
+
+i.e. ``dx`` is ``dy`` contracted with ``A^T`` on every axis: each output's cotangent spread evenly over its
+window. The matrices are NumPy constants built at trace time; the contractions (``jnp.tensordot``) run in
+at least float32 and are differentiable again.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -33,18 +48,12 @@ import numpy as np
 from jax import lax
 
 from ._padding import Pads, conv_output_size, normalize_padding, normalize_tuple
-from ._validate import check_floating, spatial_rank
+from ._validate import check_floating, check_positive_int, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
-__all__ = [
-    "max_pool",
-    "avg_pool",
-    "lp_pool",
-    "global_avg_pool",
-    "global_max_pool",
-    "PoolSpec",
-    "pool_spec",
-]
+# the ops this module adds to jaxcnn.ops (each with a reference twin)
+OPS = ("max_pool", "avg_pool", "lp_pool", "global_avg_pool", "global_max_pool", "adaptive_avg_pool")
+__all__ = [*OPS, "adaptive_windows", "check_adaptive_avg_pool", "PoolSpec", "pool_spec", "reduce_window"]
 
 
 class PoolSpec(NamedTuple):
@@ -87,7 +96,9 @@ def _full(spec_pads: Pads) -> list[tuple[int, int]]:
     return [(0, 0), *spec_pads, (0, 0)]
 
 
-def _reduce_window(x: jax.Array, init: float, op, spec: PoolSpec) -> jax.Array:
+def reduce_window(x: jax.Array, init: float, op, spec: PoolSpec) -> jax.Array:
+    """``lax.reduce_window`` of ``op`` over the pool's windows (batch and channel axes untouched); the
+    forward passes here and the reference twins' whole computation."""
     return lax.reduce_window(
         x,
         np.asarray(init, x.dtype),
@@ -134,7 +145,7 @@ def first_argmax(slices: list[jax.Array]) -> jax.Array:
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool(x, spec):
-    return _reduce_window(x, -jnp.inf, lax.max, spec)
+    return reduce_window(x, -jnp.inf, lax.max, spec)
 
 
 def _max_pool_fwd(x, spec):
@@ -174,7 +185,7 @@ def _mean_pool_adjoint(dy: jax.Array, in_spatial, spec: PoolSpec, counts: np.nda
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _avg_pool(x, spec, count_include_pad):
     counts = _window_counts(x.shape[1:-1], spec, count_include_pad)
-    return _reduce_window(x, 0.0, lax.add, spec) / counts.astype(x.dtype)
+    return reduce_window(x, 0.0, lax.add, spec) / counts.astype(x.dtype)
 
 
 def _avg_pool_fwd(x, spec, count_include_pad):
@@ -212,7 +223,7 @@ def check_p(p: Any) -> float:
 
 def _lp_forward(x, spec, p):
     k = math.prod(spec.window)
-    return (_reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / k) ** (1.0 / p)
+    return (reduce_window(jnp.abs(x) ** p, 0.0, lax.add, spec) / k) ** (1.0 / p)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -313,3 +324,101 @@ def global_avg_pool(x: Any):
 def global_max_pool(x: Any):
     """Max over every spatial axis: ``(N, *spatial, C) -> (N, C)``; the gradient goes to the first maximum."""
     return _global_max_pool(_check_global(x, "global_max_pool"))
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive average pool
+# ---------------------------------------------------------------------------------------------
+
+
+def adaptive_windows(n: int, m: int) -> list[tuple[int, int]]:
+    """The rows ``[start, end)`` that each of ``m`` outputs averages along an input axis of length ``n``:
+    ``start_i = floor(i n / m)``, ``end_i = ceil((i + 1) n / m)`` (PyTorch's rule, in integer arithmetic).
+
+    Every window is non-empty and together they cover ``[0, n)``; ``m = n`` gives ``[(i, i + 1)]``, ``m``
+    dividing ``n`` gives the blocks of ``n / m`` rows, and ``m > n`` repeats rows. E.g. ``adaptive_windows(7,
+    3) == [(0, 3), (2, 5), (4, 7)]``.
+    """
+    n, m = check_positive_int(n, "adaptive_windows: n"), check_positive_int(m, "adaptive_windows: m")
+    return [((i * n) // m, -((-(i + 1) * n) // m)) for i in range(m)]
+
+
+def _averaging_matrix(n: int, m: int) -> np.ndarray | None:
+    """``A[i, p] = 1 / len_i`` for ``p`` in window ``i``, shape ``(m, n)``; None for ``m = n`` (the identity)."""
+    if m == n:
+        return None
+    a = np.zeros((m, n))
+    for i, (start, end) in enumerate(adaptive_windows(n, m)):
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+def _contract_axes(v: jax.Array, mats: list[np.ndarray | None]) -> jax.Array:
+    """``out[b, i0, i1, .., c] = sum_p M0[i0, p0] M1[i1, p1] .. v[b, p0, p1, .., c]``, in at least float32."""
+    out = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+    for axis, mat in enumerate(mats, start=1):
+        if mat is not None:
+            out = jnp.moveaxis(jnp.tensordot(out, jnp.asarray(mat, out.dtype), axes=((axis,), (1,))), -1, axis)
+    return out.astype(v.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _adaptive_avg_pool(x, in_spatial, out_spatial):
+    return _contract_axes(x, [_averaging_matrix(n, m) for n, m in zip(in_spatial, out_spatial)])
+
+
+def _adaptive_avg_pool_fwd(x, in_spatial, out_spatial):
+    return _adaptive_avg_pool(x, in_spatial, out_spatial), None
+
+
+def _adaptive_avg_pool_bwd(in_spatial, out_spatial, _, dy):
+    # dx = dy contracted with A^T on every axis; linear, so dx has dy's (= x's) dtype
+    mats = [_averaging_matrix(n, m) for n, m in zip(in_spatial, out_spatial)]
+    return (_contract_axes(dy, [None if a is None else a.T for a in mats]),)
+
+
+_adaptive_avg_pool.defvjp(_adaptive_avg_pool_fwd, _adaptive_avg_pool_bwd)
+
+
+def _output_entry(value: Any, message: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(message)
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(message) from None
+    if value < 1:
+        raise ValueError(message)
+    return value
+
+
+def check_adaptive_avg_pool(x: Any, output_size: Any) -> tuple[jax.Array, tuple[int | None, ...]]:
+    """Validate adaptive pooling's arguments (shared with the reference twin); returns ``x`` and one output
+    length per spatial axis, None meaning "the input's length" (each caller resolves it itself)."""
+    op = "adaptive_avg_pool"
+    x = jnp.asarray(x)
+    check_floating(x, "x", op)
+    nd = spatial_rank(x, "x", op, extra_dims=2)
+    if any(n == 0 for n in x.shape[1:-1]):
+        raise ValueError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
+    message = f"{op}: output_size must be a positive int or a tuple of {nd} positive ints or None, got {output_size!r}"
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * nd
+    if len(sizes) != nd:
+        raise ValueError(message)
+    return x, tuple(_output_entry(m, message) for m in sizes)
+
+
+def adaptive_avg_pool(x: Any, output_size: Any):
+    """Average pooling of ``(N, *spatial, C)`` (1-3 spatial axes) to ``(N, *output_size, C)``, PyTorch's
+    ``adaptive_avg_pool{1,2,3}d``: output ``i`` of an axis ``n -> m`` averages rows ``[floor(i n / m),
+    ceil((i + 1) n / m))``.
+
+    ``output_size`` is an int (every axis) or a tuple with one positive int or None (keep the input's
+    length) per spatial axis. Outputs longer than the input are allowed (rows repeat).
+    """
+    x, sizes = check_adaptive_avg_pool(x, output_size)
+    in_spatial = tuple(x.shape[1:-1])
+    out_spatial = tuple(n if m is None else m for n, m in zip(in_spatial, sizes))
+    return _adaptive_avg_pool(x, in_spatial, out_spatial)

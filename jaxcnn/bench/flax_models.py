@@ -1,6 +1,6 @@
 """The benchmarked zoo models written in `flax.linen`, layer for layer the same networks as `jaxcnn.models`.
 
-    python -m benchmarks.flax_models      # prints each model's parameter count next to jaxcnn's
+    python -m jaxcnn.bench.flax_models      # prints each model's parameter count next to jaxcnn's
 
 Same layer sizes, explicit paddings (lenet5/fashion_cnn: 2 on each side of the 5x5 convolutions, the
 3x3 convolutions of resnet20/mobilenet_small: 1, the 1x1 shortcuts: none), 2x2 max pools, batch-norm

@@ -1,10 +1,10 @@
 """Op level: forward+backward of each op, jaxcnn's hand-derived VJP vs `jax.vjp` of the reference twin.
 
-    python -m benchmarks.ops [--quick] [--repeats N] [--only TEXT] [--out DIR | --json PATH]
+    python -m jaxcnn.bench.ops [--quick] [--repeats N] [--only TEXT] [--out DIR | --json PATH]
 
 Each case is jitted once per implementation; the timed function computes the output and the cotangents
 of every floating input for a fixed random cotangent. Ratio > 1 means jaxcnn is faster. Writes
-``ops.json`` (see `benchmarks.output` for where).
+``ops.json`` (see `jaxcnn.bench.output` for where).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ops", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.ops", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the cases marked quick, fewer repeats")
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed calls per implementation (default 15, quick 5)"

@@ -1,13 +1,13 @@
 """Scaling and memory: training-step time against batch size and image size, and peak memory of a step.
 
-    python -m benchmarks.scaling [--quick] [--parts batch image memory] [--impls jaxcnn autodiff [flax torch]]
+    python -m jaxcnn.bench.scaling [--quick] [--parts batch image memory] [--impls jaxcnn autodiff [flax torch]]
         [--models lenet5 fashion_cnn] [--batches 1 2 4 ... 512]
         [--image-model resnet20] [--image-sizes 28 32 48 64 96 128] [--image-batch 32]
         [--memory-models lenet5 resnet20] [--memory-batch 128] [--memory-impls jaxcnn autodiff flax torch]
         [--repeats N] [--out DIR | --json PATH]
 
-The step is the one of `benchmarks.models` (forward, backward, SGD momentum, train mode, float32); each
-point times its implementations alternately (`benchmarks.timing.compare`, medians).
+The step is the one of `jaxcnn.bench.models` (forward, backward, SGD momentum, train mode, float32); each
+point times its implementations alternately (`jaxcnn.bench.timing.compare`, medians).
 
 - ``batch``: every model in ``--models`` at every size in ``--batches`` on its own input shape.
 - ``image``: ``--image-model`` on square ``S x S`` images (its own channel count) for every ``S`` in
@@ -24,7 +24,7 @@ point times its implementations alternately (`benchmarks.timing.compare`, median
 
 The full sweep (10 batch sizes x 2 models, 6 image sizes of resnet20, memory of 2 models x 5
 implementations) takes a while on 2 cores; ``--parts`` and the lists restrict it, ``--quick`` is a small
-version (lenet5 only). Writes ``scaling.json`` (see `benchmarks.output` for where).
+version (lenet5 only). Writes ``scaling.json`` (see `jaxcnn.bench.output` for where).
 """
 
 from __future__ import annotations
@@ -165,11 +165,11 @@ def rss_child(model_name: str, impl: str, batch: int, steps: int) -> dict:
 
 
 def process_rss(model_name: str, impl: str, batch: int, steps: int = 3) -> dict:
-    """Peak RSS of a fresh ``python -m benchmarks.scaling --rss-child ...`` process for one implementation."""
+    """Peak RSS of a fresh ``python -m jaxcnn.bench.scaling --rss-child ...`` process for one implementation."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout holding jaxcnn/, if not installed
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "benchmarks.scaling", "--rss-child", model_name, impl, str(batch), str(steps)]
+    command = [sys.executable, "-m", "jaxcnn.bench.scaling", "--rss-child", model_name, impl, str(batch), str(steps)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -195,7 +195,7 @@ def memory(model_names, batch: int, implementations) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.scaling", description=__doc__.splitlines()[0])
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--rss-child"]:  # internal: one implementation's peak RSS, printed as JSON

@@ -1,8 +1,8 @@
 """The benchmarked zoo models written in PyTorch (eager, CPU), layer for layer the same networks as `jaxcnn.models`.
 
-    python -m benchmarks.torch_models      # prints each model's parameter count next to jaxcnn's
+    python -m jaxcnn.bench.torch_models      # prints each model's parameter count next to jaxcnn's
 
-Needs ``torch`` (``pip install torch==2.13.0``, the ``bench`` extra); everything else in `benchmarks` runs
+Needs ``torch`` (``pip install torch==2.13.0``, the ``bench`` extra); everything else in `jaxcnn.bench` runs
 without it. Same layer sizes, paddings (lenet5/fashion_cnn: 2 on each side of the 5x5 convolutions,
 the 3x3 convolutions of resnet20/mobilenet_small: 1, the 1x1 shortcuts: none), 2x2 max pools,
 batch-norm placement and residual shortcuts (resnet20: jaxcnn's default ``shortcut="conv"``, a strided

@@ -1,9 +1,9 @@
 """Data-parallel throughput: the jitted LeNet-5 train step on a 1-device mesh vs an N-device mesh.
 
-Run as ``python -m benchmarks.scaling_devices [--devices 2] [--batch-size 128] [--repeats 30]``. On a
+Run as ``python -m jaxcnn.bench.scaling_devices [--devices 2] [--batch-size 128] [--repeats 30]``. On a
 CPU-only machine the N devices are host-platform devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which this script sets itself when JAX has not
-started yet). Both steps are timed alternately in one process (``benchmarks.timing.compare``: median of
+started yet). Both steps are timed alternately in one process (``jaxcnn.bench.timing.compare``: median of
 ``--repeats`` rounds) on the same batch, so machine noise hits them alike. Prints examples/s of each and
 the ratio.
 

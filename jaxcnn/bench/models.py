@@ -1,6 +1,6 @@
 """Model level: one training step of each zoo model, jaxcnn vs JAX autodiff vs Flax vs PyTorch eager (CPU).
 
-    python -m benchmarks.models [--quick] [--repeats N] [--models lenet5 fashion_cnn ...] [--batch 128]
+    python -m jaxcnn.bench.models [--quick] [--repeats N] [--models lenet5 fashion_cnn ...] [--batch 128]
                                 [--impls jaxcnn autodiff flax torch] [--matmul-size 2048] [--torch-threads N]
                                 [--out DIR | --json PATH]
 
@@ -10,15 +10,15 @@ normalises with batch statistics and updates its running averages, dropout drops
 
 - ``jaxcnn``: ``jaxcnn.models.<name>()``, the hand-derived VJPs;
 - ``autodiff``: ``jaxcnn.models.<name>(ops=jaxcnn.reference)``, the same network on ``lax`` + JAX autodiff;
-- ``flax``: the `flax.linen` twin in ``benchmarks/flax_models.py``;
-- ``torch_nchw`` and ``torch_channels_last``: the PyTorch twin in ``benchmarks/torch_models.py``, eager,
+- ``flax``: the `flax.linen` twin in ``jaxcnn/bench/flax_models.py``;
+- ``torch_nchw`` and ``torch_channels_last``: the PyTorch twin in ``jaxcnn/bench/torch_models.py``, eager,
   on NCHW tensors and on ``torch.channels_last`` ones; ``torch_best`` is the faster of the two.
   ``torch.set_num_threads`` is left at its default unless ``--torch-threads`` says otherwise (the JSON
   records ``torch.get_num_threads()``).
   Without torch installed (``pip install torch==2.13.0``) these columns say n/a.
 
 All start from the same parameters (jaxcnn's init, copied into the twins) and the same batch. The JAX
-steps are jitted; every implementation is timed alternately in one process (`benchmarks.timing.compare`,
+steps are jitted; every implementation is timed alternately in one process (`jaxcnn.bench.timing.compare`,
 medians), the parameters fed unchanged to every call (PyTorch updates its own in place). mnist1d_cnn has
 no Flax/PyTorch twin and is timed for jaxcnn and autodiff only.
 
@@ -27,7 +27,7 @@ the jitted autodiff (``jaxcnn.reference``) forward pass in train mode at the ben
 ~ 2x forward: one pass for input cotangents, one for weight gradients; the SGD update is not counted).
 Achieved GFLOP/s = step FLOPs / step time; "of peak" divides by the measured float32 matmul peak (the
 faster of a jitted ``jnp.dot`` and ``torch.mm`` of two ``--matmul-size`` square matrices, 2 n^3 FLOPs).
-Writes ``models.json`` (see `benchmarks.output` for where).
+Writes ``models.json`` (see `jaxcnn.bench.output` for where).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ MODELS = {
     "mobilenet_small": ((28, 28, 1), models.mobilenet_small),
     "mnist1d_cnn": ((40, 1), models.mnist1d_cnn),
 }
-# Models with Flax and PyTorch twins (benchmarks/flax_models.py, benchmarks/torch_models.py).
+# Models with Flax and PyTorch twins (jaxcnn/bench/flax_models.py, jaxcnn/bench/torch_models.py).
 TWINS = ("lenet5", "fashion_cnn", "resnet20", "mobilenet_small")
 IMPLEMENTATIONS = ("jaxcnn", "autodiff", "flax", "torch_nchw", "torch_channels_last")
 JAX_IMPLEMENTATIONS = ("jaxcnn", "autodiff", "flax")
@@ -309,7 +309,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.models", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--batch", type=int, default=128, help="examples per step (default 128)")
     parser.add_argument(

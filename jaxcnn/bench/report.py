@@ -1,6 +1,6 @@
 """Markdown tables and PNG plots from the benchmark JSON files.
 
-    python -m benchmarks.report [--out DIR]
+    python -m jaxcnn.bench.report [--out DIR]
 
 Reads whichever of ``ops.json``, ``models.json`` and ``scaling.json`` are in ``DIR`` (default
 ``benchmarks/results/``) and writes there ``report.md`` and the plots (matplotlib, Agg backend):
@@ -253,7 +253,7 @@ def write_report(directory: str | Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.report", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out", metavar="DIR", default=str(output.RESULTS_DIR), help="the JSON files' directory (default %(default)s)"
     )

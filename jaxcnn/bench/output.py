@@ -1,8 +1,9 @@
 """Where benchmark results go, and the machine/library facts every JSON file records.
 
 Each benchmark writes ``<name>.json`` into ``--out DIR``; without it, into ``benchmarks/results/``
-(``benchmarks/results/quick/`` for ``--quick`` runs, so a quick check never overwrites a calm
-measurement). ``--json PATH`` names the file itself.
+under the current directory (``benchmarks/results/quick/`` for ``--quick`` runs, so a quick check never
+overwrites a calm measurement): run from the repository root, that is the folder whose results
+``benchmarks/README.md`` quotes. ``--json PATH`` names the file itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import os
 import platform
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from .._files import atomic_write_bytes
+
+RESULTS_DIR = Path("benchmarks") / "results"  # relative to the current directory
 
 
 def default_dir(quick: bool) -> Path:
@@ -59,7 +62,6 @@ def machine() -> dict:
 
 def write_json(path: Path, payload: dict) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
     print(f"wrote {path}", flush=True)
     return path

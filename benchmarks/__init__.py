@@ -1,1 +1,0 @@
-"""jaxcnn benchmarks: `python -m benchmarks` (see benchmarks/README.md). Never run as timed tests."""

@@ -1,0 +1,90 @@
+r"""Normalisation layers: ``BatchNorm``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .. import initializers as _inits
+from .. import ops as _default_ops
+from ._config import as_real, check_ops, check_train, input_shape_arg
+from .core import Layer, constructor
+
+__all__ = ["BatchNorm"]
+
+
+def _running_update(state: dict, mu: jax.Array, var: jax.Array, m: int, momentum: float) -> dict:
+    """``old * momentum + new * (1 - momentum)``, fed the unbiased variance ``var m / (m - 1)``."""
+    mu, var = lax.stop_gradient(mu), lax.stop_gradient(var) * (m / (m - 1))
+    return {
+        "mean": (momentum * state["mean"] + (1 - momentum) * mu).astype(state["mean"].dtype),
+        "var": (momentum * state["var"] + (1 - momentum) * var).astype(state["var"].dtype),
+    }
+
+
+@constructor("batch_norm")
+def BatchNorm(
+    *,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+    scale_init: Any = "ones",
+    offset_init: Any = "zeros",
+    ops: Any = _default_ops,
+) -> Layer:
+    r"""Batch normalisation over every axis but the last (channels).
+
+    ``train=True``: ``y = scale * (x - mu) / sqrt(var + epsilon) + offset`` with the batch statistics
+    of the ``m = size / C`` elements per channel (``ops.batch_norm``, hand-derived VJP), and the running
+    averages in the new state move toward them::
+
+        mean <- momentum * mean + (1 - momentum) * mu
+        var  <- momentum * var  + (1 - momentum) * var_batch * m / (m - 1)
+
+    the batch statistics taken under ``jax.lax.stop_gradient``. The running variance is fed the
+    *unbiased* batch variance ``m / (m - 1) * var``, as PyTorch does (normalisation itself uses the
+    biased one). ``momentum`` is the weight of the *old* value (Flax/Keras convention; PyTorch's
+    ``momentum=0.1`` is ``momentum=0.9`` here). ``train=True`` needs ``m >= 2``.
+
+    ``train=False``: ``y = scale * (x - mean) / sqrt(var + epsilon) + offset`` with the running
+    averages; deterministic, state unchanged (plain ``jax.numpy``, differentiated by autodiff).
+
+    Params: ``scale``, ``offset`` ``(C,)``. State: ``mean`` (zeros), ``var`` (ones), ``(C,)`` float32;
+    updates keep the state's dtype.
+    """
+    momentum = as_real(momentum, "momentum")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    epsilon = as_real(epsilon, "epsilon")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+    scale_init = _inits.get(scale_init, "scale_init")
+    offset_init = _inits.get(offset_init, "offset_init")
+    ops = check_ops(ops, "batch_norm")
+
+    def init(key, input_shape):
+        shape = input_shape_arg(input_shape, "BatchNorm", min_rank=2)
+        c = shape[-1]
+        s_key, o_key = jax.random.split(key)
+        params = {"scale": _inits.call(scale_init, s_key, (c,)), "offset": _inits.call(offset_init, o_key, (c,))}
+        state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
+        return shape, params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        scale, offset = params["scale"], params["offset"]
+        if not check_train(train, "BatchNorm"):
+            inv = lax.rsqrt(state["var"] + epsilon)
+            y = (x - state["mean"]) * (scale * inv) + offset
+            return y.astype(jnp.result_type(x)), state
+        m = math.prod(jnp.shape(x)[:-1])
+        if m < 2:
+            raise ValueError(
+                f"BatchNorm: train=True needs at least 2 elements per channel, got x of shape {tuple(jnp.shape(x))}"
+            )
+        y, mu, var = ops.batch_norm(x, scale, offset, epsilon=epsilon)
+        return y, _running_update(state, mu, var, m, momentum)
+
+    return Layer(init, apply)

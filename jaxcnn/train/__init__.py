@@ -1,0 +1,40 @@
+"""Training with optax on the hand-derived VJPs, one module per concern.
+
+- :mod:`~jaxcnn.train.optim`: optimizers and learning-rate schedules by name (the CLI's registries).
+- :mod:`~jaxcnn.train.step`: the ``TrainState`` pytree, the objective with its mixed-precision policy,
+  the jitted train and eval steps, evaluation, per-example gradients.
+- :mod:`~jaxcnn.train.loop`: the training loop (checkpoints that resume bit-identically, metrics, progress).
+- :mod:`~jaxcnn.train.run`: a whole run from a :class:`RunConfig` (dataset, model, optimizer by name),
+  as ``jaxcnn train`` and ``jaxcnn eval`` do it.
+
+Scaling out (see :mod:`jaxcnn.distributed`): ``fit(..., devices=n)`` or ``fit(..., mesh=mesh)`` splits
+every batch over a 1-D device mesh and replicates the train state; with several processes (after
+``jax.distributed.initialize``) every process computes the same global batch order from
+``(seed, epoch)`` and feeds its contiguous block of each global batch. ``compute_dtype=jnp.bfloat16``
+runs the forward and backward passes in bfloat16 while parameters, optimizer state, the loss and the
+gradients stay float32. :func:`per_example_grads` gives one gradient per example (``vmap`` over the
+hand-derived VJPs), for DP-SGD and gradient statistics.
+"""
+
+from . import loop as loop
+from . import optim as optim
+from . import run as run
+from . import step as step
+from .loop import FitResult as FitResult
+from .loop import fit as fit
+from .optim import OPTIMIZERS as OPTIMIZERS
+from .optim import SCHEDULES as SCHEDULES
+from .optim import make_learning_rate as make_learning_rate
+from .optim import make_optimizer as make_optimizer
+from .step import TrainState as TrainState
+from .step import as_compute_dtype as as_compute_dtype
+from .step import cross_entropy_loss as cross_entropy_loss
+from .step import evaluate as evaluate
+from .step import init_train_state as init_train_state
+from .step import make_eval_step as make_eval_step
+from .step import make_objective as make_objective
+from .step import make_train_step as make_train_step
+from .step import per_example_grads as per_example_grads
+from .step import probability_nll_loss as probability_nll_loss
+
+__all__ = [*step.__all__, *optim.__all__, *loop.__all__, "run"]

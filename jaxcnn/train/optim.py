@@ -1,0 +1,65 @@
+"""Optimizers and learning-rate schedules by name: the registries the CLI offers as choices.
+
+``OPTIMIZERS`` maps a name to ``factory(learning_rate, *, momentum, weight_decay)`` returning an optax
+``GradientTransformation``; ``SCHEDULES`` maps a name to ``factory(lr, total_steps, warmup_steps)``
+returning an optax schedule. :func:`make_optimizer` combines the two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import optax
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "make_learning_rate", "make_optimizer"]
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": lambda lr, *, momentum, weight_decay: optax.sgd(lr),
+    "momentum": lambda lr, *, momentum, weight_decay: optax.sgd(lr, momentum=momentum),
+    "adam": lambda lr, *, momentum, weight_decay: optax.adam(lr),
+    "adamw": lambda lr, *, momentum, weight_decay: optax.adamw(lr, weight_decay=weight_decay),
+}
+
+
+def _warmup_cosine(lr: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    warmup = warmup_steps or max(1, total_steps // 20)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
+
+
+SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
+    "constant": lambda lr, total_steps, warmup_steps: optax.constant_schedule(lr),
+    "cosine": lambda lr, total_steps, warmup_steps: optax.cosine_decay_schedule(lr, total_steps),
+    "warmup-cosine": _warmup_cosine,
+    "step": lambda lr, total_steps, warmup_steps: optax.piecewise_constant_schedule(
+        lr, {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1}
+    ),
+}
+
+
+def make_learning_rate(lr: float, schedule: str, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """A learning-rate schedule: constant, cosine decay to 0, linear warm-up then cosine, or /10 at 50% and 75%."""
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule](lr, total_steps, warmup_steps)
+
+
+def make_optimizer(
+    name: str = "adam",
+    lr: float = 1e-3,
+    *,
+    schedule: str = "constant",
+    total_steps: int = 1,
+    warmup_steps: int = 0,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """An optax optimizer by name with a learning-rate schedule; returns ``(optimizer, schedule)``."""
+    learning_rate = make_learning_rate(lr, schedule, total_steps, warmup_steps)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](learning_rate, momentum=momentum, weight_decay=weight_decay), learning_rate

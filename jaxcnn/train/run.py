@@ -1,0 +1,180 @@
+"""A whole training run by name, as ``jaxcnn train`` and ``jaxcnn eval`` do it.
+
+A :class:`RunConfig` names the dataset, model, optimizer and schedule (keys of
+:data:`jaxcnn.data.DATASETS`, :data:`jaxcnn.models.MODELS`, :data:`~jaxcnn.train.optim.OPTIMIZERS` and
+:data:`~jaxcnn.train.optim.SCHEDULES`); what it leaves out comes from the dataset's recipe in
+:data:`RECIPES`. :func:`train` loads the data, builds everything, runs :func:`~jaxcnn.train.loop.fit`
+and writes ``summary.json`` and the plots; :func:`evaluate_checkpoint` re-evaluates a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import optax
+
+from .. import checkpoint, distributed, models
+from .. import data as datasets
+from .._files import atomic_write_bytes
+from ..layers import Layer
+from .loop import FitResult, fit
+from .optim import make_optimizer
+from .step import cross_entropy_loss, evaluate, init_train_state, probability_nll_loss
+
+__all__ = [
+    "RunConfig",
+    "RECIPES",
+    "COMPUTE_DTYPES",
+    "resolve_config",
+    "load_data",
+    "build_model",
+    "Setup",
+    "set_up",
+    "train",
+    "write_summary",
+    "evaluate_checkpoint",
+]
+
+# Per dataset: the model, epochs, batch size, optimizer and learning rate used when not given.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mnist1d": dict(model="mnist1d_cnn", epochs=150, batch_size=100, optimizer="adam", lr=1e-2),
+    "fashion-mnist": dict(model="lenet5", epochs=10, batch_size=128, optimizer="adam", lr=1e-3),
+    "digits": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
+    "synthetic": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
+}
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run's numbers; stored in its checkpoint and ``summary.json``."""
+
+    dataset: str = "mnist1d"
+    model: str = "mnist1d_cnn"
+    epochs: int = 150
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    schedule: str = "constant"
+    seed: int = 0
+    augment: bool = False
+    data_dir: str | None = None
+    dtype: str = "float32"
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -> RunConfig:
+    """A :class:`RunConfig` from the options ``given`` (None: not given). A fresh run fills the gaps from
+    the dataset's recipe; a resumed one (``saved``: the checkpoint's config) keeps its saved values and
+    seed, overridden by what was given."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if saved is not None:
+        return RunConfig(**{"dtype": "float32", **saved, **given, "seed": saved["seed"]})
+    dataset = given.get("dataset", "mnist1d")
+    if dataset not in RECIPES:
+        raise ValueError(f"Unknown dataset: {dataset!r}. It needs to be one of {list(RECIPES)}")
+    config = RunConfig(**{**RECIPES[dataset], **given, "dataset": dataset})
+    if config.dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(COMPUTE_DTYPES)}, got {config.dtype!r}")
+    return config
+
+
+def load_data(config: RunConfig) -> datasets.Dataset:
+    """The run's dataset; the synthetic set has the shape of the model's example (:data:`models.MODELS`)."""
+    if config.dataset == "synthetic":
+        *image_shape, channels = models.MODELS[config.model].input_shape
+        return datasets.load("synthetic", image_shape=tuple(image_shape), channels=channels, num_classes=4)
+    return datasets.load(config.dataset, data_dir=config.data_dir)
+
+
+def build_model(config: RunConfig, num_classes: int):
+    """The model and the loss that fits its outputs (logits: cross-entropy; probabilities: NLL)."""
+    spec = models.MODELS.get(config.model)
+    if spec is None or spec.outputs not in ("logits", "probabilities"):
+        raise ValueError(f"Unknown classifier: {config.model!r}. It needs to be one of {sorted(models.MODELS)}")
+    loss = cross_entropy_loss if spec.outputs == "logits" else probability_nll_loss
+    return models.build(config.model, num_classes), loss
+
+
+def _augmenter(enabled: bool, image_rank: int):
+    if not enabled:
+        return None
+    if image_rank != 3:
+        raise ValueError("--augment needs an image dataset (N, H, W, C); this one has 1-D signals")
+    return lambda key, x: datasets.augment(key, x, crop_pad=2, flip=True, rotate_deg=10.0)
+
+
+def _optimizer(config: RunConfig, num_train: int):
+    steps = config.epochs * (num_train // config.batch_size)
+    return make_optimizer(config.optimizer, config.lr, schedule=config.schedule, total_steps=max(steps, 1))
+
+
+class Setup(NamedTuple):
+    """What a :class:`RunConfig` builds on its dataset; building it checks that they fit together."""
+
+    model: Layer
+    loss: Callable
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.Schedule
+    augment: Callable | None
+
+
+def set_up(config: RunConfig, data: datasets.Dataset) -> Setup:
+    """The model, loss, optimizer, schedule and augmentation ``config`` names, for ``data``."""
+    model, loss = build_model(config, data.num_classes)
+    optimizer, lr = _optimizer(config, len(data.x_train))
+    return Setup(model, loss, optimizer, lr, _augmenter(config.augment, data.x_train.ndim - 1))
+
+
+def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **fit_kwargs: Any) -> FitResult:
+    """:func:`fit` ``setup`` on ``data``, checkpointing to ``out``; ``fit_kwargs``: ``resume``,
+    ``checkpoint_every``, ``log_every``, ``max_steps``, ``mesh``, ``progress``."""
+    return fit(
+        setup.model, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=setup.optimizer,
+        learning_rate=setup.learning_rate, seed=config.seed, loss_fn=setup.loss, augment=setup.augment, out_dir=out,
+        meta={"model": config.model, "dataset": config.dataset, "config": config.asdict()},
+        compute_dtype=COMPUTE_DTYPES[config.dtype], **fit_kwargs,
+    )  # fmt: skip
+
+
+def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitResult, wall: float, *, plots: bool):
+    """``summary.json`` (and the PNG plots) of a finished run, written by process 0."""
+    from .. import plots as plotting
+
+    model = setup.model
+    state = distributed.local_copy(result.state)
+    summary = {
+        "test_accuracy": result.test["accuracy"],
+        "test_loss": result.test["loss"],
+        "steps": int(state.step),
+        "wall_time_s": round(wall, 1),
+    }
+    if plots:
+        summary["plots"] = [str(p) for p in plotting.plot_run(out, model, state, data, result) if p is not None]
+    text = json.dumps({**summary, "config": config.asdict()}, indent=1) + "\n"
+    atomic_write_bytes(out / "summary.json", text.encode())
+    return summary
+
+
+def evaluate_checkpoint(directory: str | Path, data_dir: str | None = None) -> tuple[RunConfig, dict, dict]:
+    """Re-evaluate the checkpoint a ``jaxcnn train`` run left in ``directory`` on its test split;
+    returns ``(config, checkpoint meta, {"loss", "accuracy", "predictions"})``."""
+    meta = checkpoint.read_meta(directory)
+    config = resolve_config({"data_dir": data_dir}, meta["config"])
+    data = load_data(config)
+    model, loss = build_model(config, data.num_classes)
+    optimizer, _ = _optimizer(config, len(data.x_train))
+    target = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), optimizer, config.seed)
+    state, meta = checkpoint.load(directory, target)
+    result = evaluate(
+        model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=loss,
+        compute_dtype=COMPUTE_DTYPES[config.dtype],
+    )  # fmt: skip
+    return config, meta, result
