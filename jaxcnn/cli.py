@@ -82,6 +82,17 @@ def _positive(kind):
     return parse
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """``H,W,C`` (or ``L,C``, ``D,H,W,C``): positive ints separated by commas."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be positive ints separated by commas (H,W,C), got {text!r}") from None
+    if not 2 <= len(shape) <= 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be 2-4 positive ints separated by commas (H,W,C), got {text!r}")
+    return shape
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -104,7 +115,7 @@ def _run_config(args: argparse.Namespace):
     if args.resume:
         saved = read_meta(args.out_dir)["config"]  # refuses a missing or damaged checkpoint in one line
         return run.resolve_config({k: getattr(args, k) for k in RUN_OPTIONS}, saved)
-    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "data_dir")
+    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "data_dir", "input_shape")
     return run.resolve_config({k: getattr(args, k) for k in fields})
 
 
@@ -247,11 +258,17 @@ def _add_train(sub) -> None:
         "metrics.jsonl, summary.json and PNG plots to --out. With no arguments: mnist1d_cnn on MNIST-1D "
         "(generated locally, no download), a few minutes on a 2-core CPU.",
     )
-    classifiers = sorted(n for n, spec in models.MODELS.items() if spec.outputs in ("logits", "probabilities"))
+    classifiers = sorted(n for n, spec in models.MODELS.items() if spec.outputs in models.CLASSIFIER_OUTPUTS)
     recipes = ", ".join(f"{r['model']} for {d}" for d, r in run.RECIPES.items())
     tr.add_argument("--model", choices=classifiers, help=f"model (default: per dataset, {recipes})")
     tr.add_argument("--dataset", choices=data.DATASETS, default="mnist1d", help="dataset (default mnist1d)")
     tr.add_argument("--data-dir", help="directory holding the dataset files (else $JAXCNN_DATA, system, cache)")
+    tr.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="H,W,C",
+        help="one example's shape for --dataset synthetic (default: the model's own, e.g. 224,224,3)",
+    )
     tr.add_argument("--epochs", type=_positive(int), help="passes over the training set (default: per dataset)")
     tr.add_argument("--batch-size", type=_positive(int), help="examples per step (default: per dataset)")
     tr.add_argument("--optimizer", choices=list(OPTIMIZERS), help="optax optimizer (default adam)")

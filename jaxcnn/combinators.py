@@ -5,6 +5,11 @@ r"""Combinators: layers made of layers, keeping the :class:`~jaxcnn.layers.Layer
 - :func:`fan_out` ``(n)``: ``x -> (x, ..., x)``.
 - :func:`concatenate` ``(axis)``: ``(x1, ..., xk) -> concat(x1, ..., xk, axis)``.
 - :func:`residual` ``(block, shortcut)``: ``x -> block(x) + shortcut(x)``.
+- :func:`named` ``((name, f), ...)``: :func:`serial` with params keyed by name (torchvision's module names),
+  with optional side outputs (``taps``, GoogLeNet's auxiliary heads).
+- :func:`branches` ``((name, f), ...)``: ``x -> concat(f1(x), ..., fk(x))`` (an Inception module).
+- :func:`dense_concat` ``(f)``: ``x -> concat(x, f(x))`` (a DenseNet layer).
+- :func:`residual_block` ``((name, f), ..., downsample=, activation=)``: a torchvision-style ResNet block.
 
 Params and state of :func:`serial` and :func:`parallel` are **tuples** with one entry per child, in
 order (``params[i]`` belongs to the ``i``-th layer); :func:`residual`'s are dicts
@@ -16,7 +21,7 @@ gets ``None``. ``train`` is passed to every child unchanged.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -26,7 +31,17 @@ from .layers import Identity, Layer
 from .ops._padding import is_int
 from .ops._validate import as_positive_int
 
-__all__ = ["serial", "parallel", "fan_out", "concatenate", "residual"]
+__all__ = [
+    "serial",
+    "parallel",
+    "fan_out",
+    "concatenate",
+    "residual",
+    "named",
+    "branches",
+    "dense_concat",
+    "residual_block",
+]
 
 
 def _check_layers(layers: Sequence[Any], combinator: str) -> tuple[Layer, ...]:
@@ -206,5 +221,167 @@ def residual(block: Layer, shortcut: Layer = Identity) -> Layer:
         y, block_state = block.apply(params["block"], state["block"], x, key=block_key, train=train)
         s, shortcut_state = shortcut.apply(params["shortcut"], state["shortcut"], x, key=shortcut_key, train=train)
         return y + s, {"block": block_state, "shortcut": shortcut_state}
+
+    return Layer(init, apply)
+
+
+def _check_pairs(pairs: Sequence[Any], combinator: str) -> tuple[tuple[str, Layer], ...]:
+    names = [p[0] if isinstance(p, (tuple, list)) and len(p) == 2 else None for p in pairs]
+    if not all(isinstance(n, str) and n for n in names):
+        raise TypeError(
+            f"{combinator}: arguments must be (name, layer) pairs with non-empty string names, got {pairs!r}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{combinator}: names must be unique, got {names}")
+    layers = _check_layers([layer for _, layer in pairs], combinator)
+    return tuple(zip(names, layers))
+
+
+def _check_named(tree: Any, names: Sequence[str], arg: str, combinator: str) -> dict:
+    if not isinstance(tree, dict) or set(tree) != set(names):
+        got = sorted(tree) if isinstance(tree, dict) else repr(tree)
+        raise ValueError(f"{combinator}: {arg} must be a dict with the keys {sorted(names)}, got {got}")
+    return tree
+
+
+def named(*pairs: tuple[str, Layer], taps: Mapping[str, tuple[str, Layer]] | None = None) -> Layer:
+    """Layers in sequence, like :func:`serial`, whose params and state are dicts keyed by name.
+
+    ``named(("conv1", Conv(64, 7, stride=2)), ("bn1", BatchNorm()), ("relu", Relu))``: the parameter
+    tree reads like the module tree of a PyTorch model (``params["conv1"]["kernel"]``), which is how
+    :func:`jaxcnn.models.from_torchvision` maps ``state_dict`` keys onto it.
+
+    ``taps`` adds side outputs: ``{"aux1": ("inception4a", head)}`` applies ``head`` (its params under
+    ``"aux1"``) to the output of child ``"inception4a"``; the layer then returns ``(y, *taps)`` in the
+    order of ``taps``. Keys are split once per child and tap, in that order.
+    """
+    pairs = _check_pairs(pairs, "named")
+    taps = dict(taps or {})
+    children = [name for name, _ in pairs]
+    for tap, (after, head) in taps.items():
+        if after not in children or tap in children:
+            raise ValueError(
+                f"named: tap {tap!r} must follow one of the children {children} under a new name, got {after!r}"
+            )
+        _check_layers([head], "named")
+    names = children + list(taps)
+
+    def init(key, input_shape):
+        keys = dict(zip(names, _split(_init_key(key, "named"), len(names))))
+        params, states, shape, tapped = {}, {}, input_shape, {}
+        for i, (name, layer) in enumerate(pairs):
+            try:
+                shape, params[name], states[name] = layer.init(keys[name], shape)
+            except (ValueError, TypeError) as err:
+                err.add_note(f"in named: layer {name!r} ({i} of {len(pairs)})")
+                raise
+            for tap, (after, head) in taps.items():
+                if after == name:
+                    tapped[tap], params[tap], states[tap] = head.init(keys[tap], shape)
+        return ((shape, *(tapped[t] for t in taps)) if taps else shape), params, states
+
+    def apply(params, state, x, *, key=None, train=False):
+        params = _check_named(params, names, "params", "named")
+        state = _check_named(state, names, "state", "named")
+        keys = dict(zip(names, _split(key, len(names))))
+        new_states, tapped = {}, {}
+        for name, layer in pairs:
+            x, new_states[name] = layer.apply(params[name], state[name], x, key=keys[name], train=train)
+            for tap, (after, head) in taps.items():
+                if after == name:
+                    tapped[tap], new_states[tap] = head.apply(params[tap], state[tap], x, key=keys[tap], train=train)
+        return ((x, *(tapped[t] for t in taps)) if taps else x), new_states
+
+    return Layer(init, apply)
+
+
+def _concat_shapes(shapes: Sequence[tuple[int, ...]], combinator: str) -> tuple[int, ...]:
+    """The shape of the inputs joined along the last axis; every other axis must agree."""
+    if len({tuple(s[:-1]) for s in shapes}) > 1:
+        raise ValueError(f"{combinator}: the outputs must agree except in channels, got shapes {list(shapes)}")
+    return (*shapes[0][:-1], sum(s[-1] for s in shapes))
+
+
+def branches(*pairs: tuple[str, Layer]) -> Layer:
+    """``x -> concat([f1(x), ..., fk(x)], channels)`` with params ``{name: ...}``: an Inception module
+    (its branches named as torchvision names them: ``branch1`` ... ``branch4``). The same as
+    ``serial(fan_out(k), parallel(...), concatenate())`` with named parameters."""
+    pairs = _check_pairs(pairs, "branches")
+    names = [name for name, _ in pairs]
+
+    def init(key, input_shape):
+        keys = _split(_init_key(key, "branches"), len(pairs))
+        shapes, params, states = [], {}, {}
+        for (name, layer), k in zip(pairs, keys):
+            shape, params[name], states[name] = layer.init(k, input_shape)
+            shapes.append(tuple(shape))
+        return _concat_shapes(shapes, "branches"), params, states
+
+    def apply(params, state, x, *, key=None, train=False):
+        params = _check_named(params, names, "params", "branches")
+        state = _check_named(state, names, "state", "branches")
+        ys, new_states = [], {}
+        for (name, layer), k in zip(pairs, _split(key, len(pairs))):
+            y, new_states[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+            ys.append(y)
+        return jnp.concatenate(ys, axis=-1), new_states
+
+    return Layer(init, apply)
+
+
+def dense_concat(layer: Layer) -> Layer:
+    """``x -> concat([x, layer(x)], channels)``: a DenseNet layer, each layer fed every earlier feature
+    map. Params and state are ``layer``'s own."""
+    (layer,) = _check_layers([layer], "dense_concat")
+
+    def init(key, input_shape):
+        shape, params, state = layer.init(key, input_shape)
+        return _concat_shapes([tuple(input_shape), tuple(shape)], "dense_concat"), params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        y, state = layer.apply(params, state, x, key=key, train=train)
+        return jnp.concatenate([x, y], axis=-1), state
+
+    return Layer(init, apply)
+
+
+def residual_block(
+    *pairs: tuple[str, Layer], downsample: Layer | None = None, activation: Layer | None = None
+) -> Layer:
+    """``x -> activation(body(x) + shortcut(x))`` with ``body = named(*pairs)`` and the shortcut the
+    identity or ``downsample``: a ResNet block whose params read like torchvision's
+    (``{"conv1": ..., "bn1": ..., ..., "downsample": ...}``). ``activation`` is a parameterless layer
+    (``Relu``) or None. Keys: the body's, then the shortcut's."""
+    body = named(*pairs)
+    names = [name for name, _ in pairs]
+    if "downsample" in names:
+        raise ValueError("residual_block: 'downsample' names the shortcut; give that child another name")
+    shortcut, post = _check_layers([downsample or Identity, activation or Identity], "residual_block")
+
+    def init(key, input_shape):
+        body_key, shortcut_key = _split(_init_key(key, "residual_block"), 2)
+        shape, params, state = body.init(body_key, input_shape)
+        skip_shape, skip_params, skip_state = shortcut.init(shortcut_key, input_shape)
+        if tuple(shape) != tuple(skip_shape):
+            raise ValueError(
+                f"residual_block: body output shape {tuple(shape)} and shortcut output shape {tuple(skip_shape)} "
+                f"must agree (input shape {tuple(input_shape)})"
+            )
+        if downsample is not None:
+            params, state = {**params, "downsample": skip_params}, {**state, "downsample": skip_state}
+        return post.init(None, shape)[0], params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        body_key, shortcut_key = _split(key, 2)
+        y, new_state = body.apply(
+            {n: params[n] for n in names}, {n: state[n] for n in names}, x, key=body_key, train=train
+        )
+        if downsample is not None:
+            skip, new_state["downsample"] = shortcut.apply(
+                params["downsample"], state["downsample"], x, key=shortcut_key, train=train
+            )
+        else:
+            skip = x
+        return post.apply({}, {}, y + skip)[0], new_state
 
     return Layer(init, apply)

@@ -136,7 +136,8 @@ def saliency(model, params, model_state, x: jax.Array) -> tuple[jax.Array, jax.A
 
     def top_score(xi):
         out, _ = model.apply(params, model_state, xi[None], train=False)
-        return jnp.max(out[0]), jnp.argmax(out[0])
+        logits = out[0] if isinstance(out, tuple) else out  # (logits, *aux): the logits
+        return jnp.max(logits[0]), jnp.argmax(logits[0])
 
     grads, top = jax.vmap(jax.grad(top_score, has_aux=True))(x)
     return grads, top

@@ -19,9 +19,10 @@ and its value; :mod:`jaxcnn.layers._config`); shape errors (channels not divisib
 input rank, a kernel larger than the padded input) are raised by ``init``.
 
 One module per family: :mod:`~jaxcnn.layers.conv` (``Conv``, ``ConvTranspose``, ``DepthwiseConv``,
-``SeparableConv``), :mod:`~jaxcnn.layers.pool` (``MaxPool``, ``AvgPool``, ``LpPool``, global pools),
-:mod:`~jaxcnn.layers.norm` (``BatchNorm``), :mod:`~jaxcnn.layers.dense` (``Dense``, activations,
-``Flatten``, ``Identity``), :mod:`~jaxcnn.layers.stochastic` (``Dropout``). Parameterless layers without
+``SeparableConv``), :mod:`~jaxcnn.layers.pool` (``MaxPool``, ``AvgPool``, ``LpPool``,
+``AdaptiveAvgPool``, global pools), :mod:`~jaxcnn.layers.norm` (``BatchNorm``, ``LocalResponseNorm``),
+:mod:`~jaxcnn.layers.dense` (``Dense``, activations, ``Flatten``, ``Identity``),
+:mod:`~jaxcnn.layers.stochastic` (``Dropout``). Parameterless layers without
 configuration are *values* (``Relu``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``LogSoftmax``, ``Flatten``,
 ``Identity``, ``GlobalAvgPool``, ``GlobalMaxPool``); configurable ones are functions returning a
 :class:`Layer`.
@@ -56,6 +57,8 @@ from .dense import Sigmoid as Sigmoid
 from .dense import Softmax as Softmax
 from .dense import Tanh as Tanh
 from .norm import BatchNorm as BatchNorm
+from .norm import LocalResponseNorm as LocalResponseNorm
+from .pool import AdaptiveAvgPool as AdaptiveAvgPool
 from .pool import AvgPool as AvgPool
 from .pool import GlobalAvgPool as GlobalAvgPool
 from .pool import GlobalMaxPool as GlobalMaxPool
@@ -76,6 +79,7 @@ __all__ = [
     "MaxPool",
     "AvgPool",
     "LpPool",
+    "AdaptiveAvgPool",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "Flatten",
@@ -87,5 +91,6 @@ __all__ = [
     "LogSoftmax",
     "Dropout",
     "BatchNorm",
+    "LocalResponseNorm",
     "Identity",
 ]

@@ -1,4 +1,4 @@
-r"""Normalisation layers: ``BatchNorm``."""
+r"""Normalisation layers: ``BatchNorm`` and ``LocalResponseNorm``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from jax import lax
 
 from .. import initializers as _inits
 from .. import ops as _default_ops
-from ._config import as_real, check_ops, check_train, input_shape_arg
+from ._config import as_positive_int, as_real, check_ops, check_train, input_shape_arg
 from .core import Layer, constructor
 
-__all__ = ["BatchNorm"]
+__all__ = ["BatchNorm", "LocalResponseNorm"]
 
 
 def _running_update(state: dict, mu: jax.Array, var: jax.Array, m: int, momentum: float) -> dict:
@@ -86,5 +86,32 @@ def BatchNorm(
             )
         y, mu, var = ops.batch_norm(x, scale, offset, epsilon=epsilon)
         return y, _running_update(state, mu, var, m, momentum)
+
+    return Layer(init, apply)
+
+
+@constructor("lrn")
+def LocalResponseNorm(
+    size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, *, ops: Any = _default_ops
+) -> Layer:
+    r"""Local response normalisation across channels, PyTorch's ``nn.LocalResponseNorm(size, alpha, beta, k)``::
+
+        b_c = a_c / (k + alpha / size * sum_{c' in window(c)} a_c'^2) ^ beta
+
+    with ``window(c) = [c - size // 2, c + (size - 1) // 2]`` (:func:`jaxcnn.ops.lrn`, hand-derived VJP).
+    AlexNet (Krizhevsky et al., 2012) uses ``size=5, alpha=1e-4, beta=0.75, k=2``. No parameters."""
+    size = as_positive_int(size, "size")
+    alpha, beta, k = as_real(alpha, "alpha"), as_real(beta, "beta"), as_real(k, "k")
+    if not (alpha >= 0 and beta >= 0 and k > 0):
+        raise ValueError(
+            f"LocalResponseNorm needs alpha >= 0, beta >= 0 and k > 0, got alpha={alpha}, beta={beta}, k={k}"
+        )
+    ops = check_ops(ops, "lrn")
+
+    def init(key, input_shape):
+        return input_shape_arg(input_shape, "LocalResponseNorm", min_rank=2), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return ops.lrn(x, size=size, alpha=alpha, beta=beta, k=k), state
 
     return Layer(init, apply)

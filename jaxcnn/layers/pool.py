@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .. import ops as _default_ops
+from ..ops._padding import ceil_mode_padding, is_int, normalize_padding
 from ..ops.conv import output_shape as conv_output_shape
-from ..ops.pool import check_p, pool_spec
-from ._config import WindowConfig, as_bool, check_ops, noting, spatial_input, struct
+from ..ops.pool import check_adaptive_avg_pool, check_p, pool_spec
+from ._config import WindowConfig, as_bool, check_ops, expand, input_shape_arg, noting, spatial_input, struct
 from .core import Layer, constructor, value_layers
 
-__all__ = ["MaxPool", "AvgPool", "LpPool", "GlobalAvgPool", "GlobalMaxPool"]
+__all__ = ["MaxPool", "AvgPool", "LpPool", "AdaptiveAvgPool", "GlobalAvgPool", "GlobalMaxPool"]
 
 
 class _PoolAsConv(NamedTuple):
@@ -24,30 +25,55 @@ class _PoolAsConv(NamedTuple):
     dilation: tuple[int, ...]
 
 
-def _pool(layer: str, op_name: str, window, stride, padding, ops, **op_kwargs) -> Layer:
+def _padding_for(cfg: WindowConfig, spatial: tuple[int, ...], ceil_mode: bool) -> Any:
+    """The layer's padding, with ``ceil_mode`` as the extra end padding PyTorch's rounding implies."""
+    if not ceil_mode:
+        return cfg.padding
+    nd = len(spatial)
+    window, strides = expand(cfg.window, nd), cfg.strides(nd)
+    pads = normalize_padding(cfg.padding, spatial, window, strides, (1,) * nd)
+    return tuple(
+        (lo, hi + ceil_mode_padding(n, k, s, lo, hi)) for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
+    )
+
+
+def _pool(layer: str, op_name: str, window, stride, padding, ops, ceil_mode=False, **op_kwargs) -> Layer:
     cfg = WindowConfig.make(window, stride, 1, padding, window_arg="window")
+    ceil_mode = as_bool(ceil_mode, "ceil_mode")
     ops = check_ops(ops, op_name)
 
     def init(key, input_shape):
         shape, nd, win = cfg.input(input_shape, layer)
         with noting(layer, shape):
-            spec = pool_spec(struct(shape), win, cfg.strides(nd), padding, op_name)
+            pads = _padding_for(cfg, shape[1:-1], ceil_mode)
+            spec = pool_spec(struct(shape), win, cfg.strides(nd), pads, op_name)
         as_conv = _PoolAsConv(spec.strides, spec.padding, (1,) * nd)
         return conv_output_shape(shape, win, shape[-1], as_conv), {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
-        return getattr(ops, op_name)(x, window, stride=stride, padding=padding, **op_kwargs), state
+        pads = _padding_for(cfg, tuple(x.shape[1:-1]), ceil_mode)
+        return getattr(ops, op_name)(x, window, stride=stride, padding=pads, **op_kwargs), state
 
     return Layer(init, apply)
 
 
 @constructor("max_pool")
 def MaxPool(
-    window: int | Sequence[int], *, stride: Any = None, padding: Any = "VALID", ops: Any = _default_ops
+    window: int | Sequence[int],
+    *,
+    stride: Any = None,
+    padding: Any = "VALID",
+    ceil_mode: bool = False,
+    ops: Any = _default_ops,
 ) -> Layer:
     """Max pooling (``stride=None`` means ``stride = window``; padding counts as ``-inf``); the gradient
-    of each window goes to its first maximum."""
-    return _pool("MaxPool", "max_pool", window, stride, padding, ops)
+    of each window goes to its first maximum.
+
+    ``ceil_mode=True`` rounds the output length up, as PyTorch's ``MaxPool2d(..., ceil_mode=True)``
+    (GoogLeNet's pools): ``ceil((n + lo + hi - k) / s) + 1``, less one if the last window would start in
+    the end padding. It is expressed as extra end padding (:func:`~jaxcnn.ops._padding.ceil_mode_padding`),
+    so the op and its backward pass are the ordinary padded max pool."""
+    return _pool("MaxPool", "max_pool", window, stride, padding, ops, ceil_mode)
 
 
 @constructor("avg_pool")
@@ -88,6 +114,31 @@ def _global_pool(layer: str, op_name: str, ops: Any) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         return getattr(ops, op_name)(x), state
+
+    return Layer(init, apply)
+
+
+@constructor("adaptive_avg_pool")
+def AdaptiveAvgPool(output_size: Any, *, ops: Any = _default_ops) -> Layer:
+    """Average pooling to a fixed ``output_size`` (an int, or one int or None per spatial axis; None keeps
+    that axis), with PyTorch's windows ``[floor(i n / m), ceil((i + 1) n / m))``: what lets a classifier
+    head (AlexNet's 6x6, VGG's 7x7) accept any input size. See :func:`jaxcnn.ops.adaptive_avg_pool`."""
+    entries = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,)
+    if not 1 <= len(entries) <= 3 or not all(m is None or (is_int(m) and m >= 1) for m in entries):
+        raise ValueError(
+            f"output_size must be a positive int or a tuple of 1-3 positive ints or None, got {output_size!r}"
+        )
+    ops = check_ops(ops, "adaptive_avg_pool")
+
+    def init(key, input_shape):
+        shape = input_shape_arg(input_shape, "AdaptiveAvgPool")
+        with noting("AdaptiveAvgPool", shape):
+            _, sizes = check_adaptive_avg_pool(struct(shape), output_size)
+        out = tuple(n if m is None else m for n, m in zip(shape[1:-1], sizes))
+        return (shape[0], *out, shape[-1]), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return ops.adaptive_avg_pool(x, output_size), state
 
     return Layer(init, apply)
 

@@ -1,4 +1,7 @@
-r"""CIFAR-style residual networks (He et al., 2016, section 4.2), channels-last.
+r"""Residual networks (He et al., 2016): the CIFAR family (section 4.2, ``resnet(depth)``, ``resnet20``)
+and the ImageNet family in torchvision's layout (section 4.1, ``resnet18`` ... ``resnet152``), channels-last.
+
+CIFAR ResNets:
 
 ``depth = 6n + 2``: a 3x3 convolution to 16 channels, three stages of ``n`` basic blocks with 16, 32
 and 64 channels (the first block of stages 2 and 3 has stride 2), global average pooling and a dense
@@ -34,12 +37,27 @@ from typing import Any
 import jax.numpy as jnp
 
 from .. import ops as _ops
-from ..combinators import residual, serial
+from ..combinators import named, residual, residual_block, serial
 from ..layers import Layer, bind
 from ..ops._padding import is_int
 from ..ops._validate import as_positive_int
 
-__all__ = ["resnet", "resnet20", "basic_block", "zero_pad_shortcut", "SHORTCUTS"]
+__all__ = [
+    "resnet",
+    "resnet20",
+    "basic_block",
+    "zero_pad_shortcut",
+    "SHORTCUTS",
+    "imagenet_resnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "torchvision_basic_block",
+    "bottleneck_block",
+    "RESNET_LAYERS",
+]
 
 SHORTCUTS = ("conv", "A")
 
@@ -126,3 +144,122 @@ def resnet20(num_classes: int = 10, shortcut: str = "conv", *, ops: Any = _ops) 
     """ResNet-20 (``n = 3``): 269,722 parameters with ``shortcut="A"`` and 272,474 with ``"conv"`` on
     ``(N, 32, 32, 3)`` and 10 classes (derived in the module docstring)."""
     return resnet(20, num_classes, shortcut, ops=ops)
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet ResNets, torchvision's layout (He et al., 2016, section 4.1 and Table 1)
+# ---------------------------------------------------------------------------------------------
+
+# Blocks per stage (Table 1 of the paper) and the block that builds them.
+RESNET_LAYERS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def _downsample(L, features: int, stride: int, in_features: int) -> Layer | None:
+    """The projection shortcut (1x1 conv + BN) where the shape changes; None (identity) otherwise."""
+    if stride == 1 and in_features == features:
+        return None
+    return named(("0", L.Conv(features, 1, stride=stride, use_bias=False)), ("1", L.BatchNorm()))
+
+
+def torchvision_basic_block(L, planes: int, stride: int, in_features: int) -> Layer:
+    """conv3x3(stride) -> BN -> relu -> conv3x3 -> BN, + shortcut, relu (torchvision's ``BasicBlock``)."""
+    return residual_block(
+        ("conv1", L.Conv(planes, 3, stride=stride, padding=1, use_bias=False)),
+        ("bn1", L.BatchNorm()),
+        ("relu", L.Relu),
+        ("conv2", L.Conv(planes, 3, padding=1, use_bias=False)),
+        ("bn2", L.BatchNorm()),
+        downsample=_downsample(L, planes, stride, in_features),
+        activation=L.Relu,
+    )
+
+
+def bottleneck_block(L, planes: int, stride: int, in_features: int) -> Layer:
+    """conv1x1 -> BN -> relu -> conv3x3(stride) -> BN -> relu -> conv1x1 (4 planes) -> BN, + shortcut,
+    relu: torchvision's ``Bottleneck`` (ResNet v1.5: the stride sits in the 3x3 convolution)."""
+    return residual_block(
+        ("conv1", L.Conv(planes, 1, use_bias=False)),
+        ("bn1", L.BatchNorm()),
+        ("relu", L.Relu),
+        ("conv2", L.Conv(planes, 3, stride=stride, padding=1, use_bias=False)),
+        ("bn2", L.BatchNorm()),
+        ("relu2", L.Relu),
+        ("conv3", L.Conv(4 * planes, 1, use_bias=False)),
+        ("bn3", L.BatchNorm()),
+        downsample=_downsample(L, 4 * planes, stride, in_features),
+        activation=L.Relu,
+    )
+
+
+_BLOCKS = {"basic": torchvision_basic_block, "bottleneck": bottleneck_block}
+
+
+def _stage(L, block: str, planes: int, blocks: int, stride: int, in_features: int) -> Layer:
+    make = _BLOCKS[block]
+    children = [("0", make(L, planes, stride, in_features))]
+    children += [(str(i), make(L, planes, 1, planes * EXPANSION[block])) for i in range(1, blocks)]
+    return named(*children)
+
+
+def imagenet_resnet(depth: int, num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-``depth`` for ImageNet-size inputs (``depth`` in :data:`RESNET_LAYERS`), returning logits::
+
+        conv7x7/2 64 -> BN -> relu -> max-pool 3x3/2 -> layer1 .. layer4 (64, 128, 256, 512 planes,
+        stride 1, 2, 2, 2) -> global average pool -> dense num_classes
+
+    Named as torchvision's ``ResNet`` (``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``), so its
+    weights load with :func:`jaxcnn.models.from_torchvision`. Any input of at least 32x32 works.
+    """
+    if depth not in RESNET_LAYERS:
+        raise ValueError(f"Unknown depth: {depth!r}. It needs to be one of {list(RESNET_LAYERS)}")
+    block, counts = RESNET_LAYERS[depth]
+    L = bind(ops)
+    stages, in_features = [], 64
+    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), counts)):
+        stages.append((f"layer{i + 1}", _stage(L, block, planes, blocks, 1 if i == 0 else 2, in_features)))
+        in_features = planes * EXPANSION[block]
+    return named(
+        ("conv1", L.Conv(64, 7, stride=2, padding=3, use_bias=False)),
+        ("bn1", L.BatchNorm()),
+        ("relu", L.Relu),
+        ("maxpool", L.MaxPool(3, stride=2, padding=1)),
+        *stages,
+        ("avgpool", L.GlobalAvgPool),
+        ("fc", L.Dense(num_classes)),
+    )
+
+
+def resnet18(num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-18 (basic blocks 2-2-2-2): 11,689,512 parameters for 1000 classes. Paper: 27.88% top-1
+    error (10-crop validation, Table 2); torchvision's weights: 69.76% top-1 accuracy."""
+    return imagenet_resnet(18, num_classes, ops=ops)
+
+
+def resnet34(num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-34 (basic blocks 3-4-6-3): 21,797,672 parameters. Paper (projection shortcuts where the
+    shape changes, option B): 24.52% / 7.46% top-1 / top-5 error (10-crop, Table 3)."""
+    return imagenet_resnet(34, num_classes, ops=ops)
+
+
+def resnet50(num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-50 (bottleneck blocks 3-4-6-3): 25,557,032 parameters. Paper: 22.85% / 6.71% (10-crop,
+    Table 3); torchvision's v1 weights: 76.13% top-1 accuracy."""
+    return imagenet_resnet(50, num_classes, ops=ops)
+
+
+def resnet101(num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-101 (bottleneck blocks 3-4-23-3): 44,549,160 parameters. Paper: 21.75% / 6.05% (Table 3)."""
+    return imagenet_resnet(101, num_classes, ops=ops)
+
+
+def resnet152(num_classes: int = 1000, *, ops: Any = _ops) -> Layer:
+    """ResNet-152 (bottleneck blocks 3-8-36-3): 60,192,808 parameters. Paper: 21.43% / 5.71% (Table 3);
+    an ensemble won ILSVRC-2015 with 3.57% top-5 test error."""
+    return imagenet_resnet(152, num_classes, ops=ops)

@@ -26,6 +26,7 @@ __all__ = [
     "input_grad_padding",
     "weight_grad_padding",
     "transpose_output_size",
+    "ceil_mode_padding",
 ]
 
 
@@ -157,3 +158,17 @@ def weight_grad_padding(n: int, k: int, s: int, d: int, lo: int, hi: int) -> tup
 def transpose_output_size(n: int, k: int, s: int, d: int, lo: int, hi: int, output_padding: int) -> int:
     """PyTorch's transposed-convolution length ``(n-1)s - lo - hi + d(k-1) + 1 + output_padding``."""
     return (n - 1) * s - lo - hi + dilated_size(k, d) + output_padding
+
+
+def ceil_mode_padding(n: int, k: int, s: int, lo: int, hi: int) -> int:
+    """Extra end padding that turns the floor of the pooled length into PyTorch's ``ceil_mode=True``.
+
+    PyTorch's length is ``ceil((n + lo + hi - k) / s) + 1``, less one when the last window would start
+    in the end padding (at or beyond ``n + lo``); padding the end by the returned amount (``< s``) makes
+    the floor formula :func:`conv_output_size` give that length, with the extra rows counting as
+    padding (``-inf`` for max pooling).
+    """
+    out = -(-(n + lo + hi - k) // s) + 1
+    if (out - 1) * s >= n + lo:
+        out -= 1
+    return max(0, (out - 1) * s + k - (n + lo + hi))

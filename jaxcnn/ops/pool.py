@@ -398,7 +398,7 @@ def check_adaptive_avg_pool(x: Any, output_size: Any) -> tuple[jax.Array, tuple[
     """Validate adaptive pooling's arguments (shared with the reference twin); returns ``x`` and one output
     length per spatial axis, None meaning "the input's length" (each caller resolves it itself)."""
     op = "adaptive_avg_pool"
-    x = jnp.asarray(x)
+    x = x if isinstance(x, jax.ShapeDtypeStruct) else jnp.asarray(x)  # a stand-in at layer init
     check_floating(x, "x", op)
     nd = spatial_rank(x, "x", op, extra_dims=2)
     if any(n == 0 for n in x.shape[1:-1]):

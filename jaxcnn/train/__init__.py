@@ -28,6 +28,7 @@ from .optim import make_learning_rate as make_learning_rate
 from .optim import make_optimizer as make_optimizer
 from .step import TrainState as TrainState
 from .step import as_compute_dtype as as_compute_dtype
+from .step import aux_cross_entropy_loss as aux_cross_entropy_loss
 from .step import cross_entropy_loss as cross_entropy_loss
 from .step import evaluate as evaluate
 from .step import init_train_state as init_train_state
@@ -35,6 +36,7 @@ from .step import make_eval_step as make_eval_step
 from .step import make_objective as make_objective
 from .step import make_train_step as make_train_step
 from .step import per_example_grads as per_example_grads
+from .step import primary_output as primary_output
 from .step import probability_nll_loss as probability_nll_loss
 
 __all__ = [*step.__all__, *optim.__all__, *loop.__all__, "run"]

@@ -185,7 +185,7 @@ def _open_out_dir(run: _Run, state: TrainState, resume: bool) -> TrainState:
     return state
 
 
-def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, loss_fn, augment, out_dir,
+def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, loss_fn, eval_loss_fn, augment, out_dir,
             resume, checkpoint_every, log_every, meta, progress, max_steps, devices, mesh, compute_dtype):  # fmt: skip
     """The run's configuration, its jitted steps and progress bar, and the initial (or resumed) state."""
     mesh = _fit_mesh(data, epochs, batch_size, devices, mesh)
@@ -203,7 +203,7 @@ def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, 
         state = distributed.replicate(state, mesh)
     run.step = int(state.step)
     run.step_fn = make_train_step(model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype)
-    run.eval_step = make_eval_step(model, loss_fn, compute_dtype=compute_dtype)
+    run.eval_step = make_eval_step(model, eval_loss_fn or loss_fn, compute_dtype=compute_dtype)
     run.bar = _Progress(total_steps, run.step, run.writer and (sys.stderr.isatty() if progress is None else progress))
     return run, state
 
@@ -325,6 +325,7 @@ def fit(
     learning_rate: optax.Schedule | None = None,
     seed: int = 0,
     loss_fn: Callable = cross_entropy_loss,
+    eval_loss_fn: Callable | None = None,
     augment: Callable | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
@@ -361,12 +362,15 @@ def fit(
     on the full test split, on one local device with a local copy of the replicated parameters (no
     communication; each process gets the same numbers).
 
+    ``loss_fn(outputs, labels)`` is minimised; ``eval_loss_fn`` (default ``loss_fn``) is the test loss
+    reported (GoogLeNet trains on its auxiliary heads too but is evaluated on its logits).
+
     ``compute_dtype`` (e.g. ``jnp.bfloat16``): mixed precision as in :func:`make_objective`; parameters,
     optimizer state, gradients and the loss stay float32. Evaluation uses the same compute dtype.
     """
     run, state = _set_up(
         model, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        seed=seed, loss_fn=loss_fn, augment=augment, out_dir=out_dir, resume=resume,
+        seed=seed, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn, augment=augment, out_dir=out_dir, resume=resume,
         checkpoint_every=checkpoint_every, log_every=log_every, meta=meta, progress=progress,
         max_steps=max_steps, devices=devices, mesh=mesh, compute_dtype=compute_dtype,
     )  # fmt: skip

@@ -24,7 +24,14 @@ from .._files import atomic_write_bytes
 from ..layers import Layer
 from .loop import FitResult, fit
 from .optim import make_optimizer
-from .step import cross_entropy_loss, evaluate, init_train_state, probability_nll_loss
+from .step import (
+    aux_cross_entropy_loss,
+    cross_entropy_loss,
+    evaluate,
+    init_train_state,
+    primary_output,
+    probability_nll_loss,
+)
 
 __all__ = [
     "RunConfig",
@@ -65,6 +72,7 @@ class RunConfig:
     augment: bool = False
     data_dir: str | None = None
     dtype: str = "float32"
+    input_shape: tuple[int, ...] | None = None  # one example's shape, for the synthetic dataset
 
     def asdict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +84,7 @@ def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -
     seed, overridden by what was given."""
     given = {k: v for k, v in given.items() if v is not None}
     if saved is not None:
+        saved = {**saved, "input_shape": tuple(saved["input_shape"]) if saved.get("input_shape") else None}
         return RunConfig(**{"dtype": "float32", **saved, **given, "seed": saved["seed"]})
     dataset = given.get("dataset", "mnist1d")
     if dataset not in RECIPES:
@@ -87,20 +96,30 @@ def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -
 
 
 def load_data(config: RunConfig) -> datasets.Dataset:
-    """The run's dataset; the synthetic set has the shape of the model's example (:data:`models.MODELS`)."""
+    """The run's dataset; the synthetic set has ``config.input_shape``, by default the shape of the
+    model's example (:data:`models.MODELS`)."""
+    if config.input_shape is not None and config.dataset != "synthetic":
+        raise ValueError(f"--input-shape applies to the synthetic dataset only, not {config.dataset!r}")
     if config.dataset == "synthetic":
-        *image_shape, channels = models.MODELS[config.model].input_shape
+        *image_shape, channels = config.input_shape or models.MODELS[config.model].input_shape
         return datasets.load("synthetic", image_shape=tuple(image_shape), channels=channels, num_classes=4)
     return datasets.load(config.dataset, data_dir=config.data_dir)
 
 
 def build_model(config: RunConfig, num_classes: int):
-    """The model and the loss that fits its outputs (logits: cross-entropy; probabilities: NLL)."""
+    """The model (as trained: GoogLeNet with its auxiliary heads), the loss that fits its outputs
+    (logits: cross-entropy; probabilities: NLL; logits and auxiliary logits: the weighted sum) and the
+    test loss (cross-entropy of the logits alone for the latter)."""
     spec = models.MODELS.get(config.model)
-    if spec is None or spec.outputs not in ("logits", "probabilities"):
-        raise ValueError(f"Unknown classifier: {config.model!r}. It needs to be one of {sorted(models.MODELS)}")
-    loss = cross_entropy_loss if spec.outputs == "logits" else probability_nll_loss
-    return models.build(config.model, num_classes), loss
+    if spec is None or spec.outputs not in models.CLASSIFIER_OUTPUTS:
+        classifiers = sorted(n for n, s in models.MODELS.items() if s.outputs in models.CLASSIFIER_OUTPUTS)
+        raise ValueError(f"Unknown classifier: {config.model!r}. It needs to be one of {classifiers}")
+    loss, eval_loss = {
+        "logits": (cross_entropy_loss, cross_entropy_loss),
+        "probabilities": (probability_nll_loss, probability_nll_loss),
+        "logits+aux": (aux_cross_entropy_loss, lambda out, y: cross_entropy_loss(primary_output(out), y)),
+    }[spec.outputs]
+    return models.build(config.model, num_classes, for_training=True), loss, eval_loss
 
 
 def _augmenter(enabled: bool, image_rank: int):
@@ -121,6 +140,7 @@ class Setup(NamedTuple):
 
     model: Layer
     loss: Callable
+    eval_loss: Callable
     optimizer: optax.GradientTransformation
     learning_rate: optax.Schedule
     augment: Callable | None
@@ -128,9 +148,9 @@ class Setup(NamedTuple):
 
 def set_up(config: RunConfig, data: datasets.Dataset) -> Setup:
     """The model, loss, optimizer, schedule and augmentation ``config`` names, for ``data``."""
-    model, loss = build_model(config, data.num_classes)
+    model, loss, eval_loss = build_model(config, data.num_classes)
     optimizer, lr = _optimizer(config, len(data.x_train))
-    return Setup(model, loss, optimizer, lr, _augmenter(config.augment, data.x_train.ndim - 1))
+    return Setup(model, loss, eval_loss, optimizer, lr, _augmenter(config.augment, data.x_train.ndim - 1))
 
 
 def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **fit_kwargs: Any) -> FitResult:
@@ -138,7 +158,8 @@ def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **
     ``checkpoint_every``, ``log_every``, ``max_steps``, ``mesh``, ``progress``."""
     return fit(
         setup.model, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=setup.optimizer,
-        learning_rate=setup.learning_rate, seed=config.seed, loss_fn=setup.loss, augment=setup.augment, out_dir=out,
+        learning_rate=setup.learning_rate, seed=config.seed, loss_fn=setup.loss, eval_loss_fn=setup.eval_loss,
+        augment=setup.augment, out_dir=out,
         meta={"model": config.model, "dataset": config.dataset, "config": config.asdict()},
         compute_dtype=COMPUTE_DTYPES[config.dtype], **fit_kwargs,
     )  # fmt: skip
@@ -169,12 +190,12 @@ def evaluate_checkpoint(directory: str | Path, data_dir: str | None = None) -> t
     meta = checkpoint.read_meta(directory)
     config = resolve_config({"data_dir": data_dir}, meta["config"])
     data = load_data(config)
-    model, loss = build_model(config, data.num_classes)
+    model, _, eval_loss = build_model(config, data.num_classes)
     optimizer, _ = _optimizer(config, len(data.x_train))
     target = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), optimizer, config.seed)
     state, meta = checkpoint.load(directory, target)
     result = evaluate(
-        model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=loss,
+        model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=eval_loss,
         compute_dtype=COMPUTE_DTYPES[config.dtype],
     )  # fmt: skip
     return config, meta, result

@@ -28,6 +28,8 @@ __all__ = [
     "evaluate",
     "cross_entropy_loss",
     "probability_nll_loss",
+    "aux_cross_entropy_loss",
+    "primary_output",
     "as_compute_dtype",
 ]
 
@@ -45,6 +47,22 @@ class TrainState(NamedTuple):
 def cross_entropy_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy of logits (the hand-derived ``losses.softmax_cross_entropy``)."""
     return losses.softmax_cross_entropy(outputs, labels)
+
+
+def primary_output(outputs: Any) -> jax.Array:
+    """The logits of a model's outputs: the array itself, or the first of a tuple ``(logits, *aux)``
+    (GoogLeNet's auxiliary classifiers)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def aux_cross_entropy_loss(outputs: Any, labels: jax.Array, aux_weight: float = 0.3) -> jax.Array:
+    """``CE(logits) + aux_weight * sum(CE(aux))`` for ``outputs = (logits, *aux)``: GoogLeNet's training
+    loss (Szegedy et al., 2015: the auxiliary losses weighted 0.3, the heads discarded at inference)."""
+    logits, *aux = outputs
+    total = losses.softmax_cross_entropy(logits, labels)
+    for head in aux:
+        total = total + aux_weight * losses.softmax_cross_entropy(head, labels)
+    return total
 
 
 def probability_nll_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
@@ -114,7 +132,7 @@ def make_objective(
             _cast_floating(params, dtype), model_state, _cast_floating(x, dtype), key=key, train=train
         )
         if dtype is not None:
-            out = out.astype(jnp.promote_types(dtype, jnp.float32))
+            out = jax.tree_util.tree_map(lambda o: o.astype(jnp.promote_types(dtype, jnp.float32)), out)
         return loss_fn(out, y), (out, new_model_state)
 
     return objective
@@ -184,7 +202,7 @@ def make_train_step(
         (loss, (out, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        accuracy = jnp.mean(jnp.argmax(out, axis=-1) == y)
+        accuracy = jnp.mean(jnp.argmax(primary_output(out), axis=-1) == y)
         return TrainState(params, model_state, opt_state, state.step + 1, state.key), {
             "loss": loss,
             "accuracy": accuracy,
@@ -205,6 +223,7 @@ def make_eval_step(model: Layer, loss_fn: Callable = cross_entropy_loss, *, comp
 
     def eval_step(params, model_state, x, y):
         loss, (out, _) = objective(params, model_state, x, y, None)
+        out = primary_output(out)
         return loss * y.shape[0], jnp.sum(jnp.argmax(out, axis=-1) == y), out
 
     return jax.jit(eval_step)

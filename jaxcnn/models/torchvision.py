@@ -1,0 +1,234 @@
+r"""Weights from torchvision: :func:`from_torchvision` builds a zoo model and fills its parameters and
+batch-norm statistics from a torchvision ``state_dict``.
+
+The models here name their parameter trees after torchvision's modules, so a key maps by name:
+``layer1.0.conv1.weight`` is ``params["layer1"]["0"]["conv1"]["kernel"]``. Per leaf:
+
+==========================  =================================  ===========================================
+torchvision                 jaxcnn                             conversion
+==========================  =================================  ===========================================
+conv ``weight`` (O,I,H,W)   ``kernel`` (H,W,I,O)               ``transpose(2, 3, 1, 0)``
+linear ``weight`` (O,I)     ``kernel`` (I,O)                   transpose; after a flatten, the I axis goes
+                                                               from PyTorch's (C,H,W) order to ours (H,W,C)
+``bias``                    ``bias``                           --
+BN ``weight`` / ``bias``    ``scale`` / ``offset``             --
+BN ``running_mean`` / _var  state ``mean`` / ``var``           (``num_batches_tracked`` is not needed)
+==========================  =================================  ===========================================
+
+A key that is missing, unexpected, or of the wrong shape is refused with a :class:`WeightsError`
+naming the key and both shapes. Nothing is unpickled unless torch itself reads a ``.pth``
+(``torch.load(..., weights_only=True)``); ``.safetensors`` files are read with the ``safetensors``
+package's NumPy API, no torch needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..layers import Layer
+from .alexnet import alexnet
+from .densenet import densenet121, densenet169, densenet201
+from .googlenet import googlenet
+from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from .vgg import vgg11, vgg13, vgg16, vgg19
+
+__all__ = ["from_torchvision", "TORCHVISION_MODELS", "WeightsError", "read_state_dict"]
+
+
+class WeightsError(ValueError):
+    """A state dict that does not fit the model: a missing, unexpected or misshapen key."""
+
+
+class TorchvisionModel(NamedTuple):
+    build: Callable[..., Layer]
+    flattened: Mapping[str, tuple[int, int, int]]  # linear layers fed by a flatten: their input's (C, H, W)
+
+
+def _vgg_builder(depth: int, batch_norm: bool):
+    fn = {11: vgg11, 13: vgg13, 16: vgg16, 19: vgg19}[depth]
+    return lambda **kw: fn(**{"batch_norm": batch_norm, **kw})
+
+
+_AUX_FC1 = {"aux1.fc1": (128, 4, 4), "aux2.fc1": (128, 4, 4)}
+
+TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
+    "alexnet": TorchvisionModel(alexnet, {"classifier.1": (256, 6, 6)}),
+    **{
+        f"vgg{d}{'_bn' if bn else ''}": TorchvisionModel(_vgg_builder(d, bn), {"classifier.0": (512, 7, 7)})
+        for d in (11, 13, 16, 19)
+        for bn in (False, True)
+    },
+    "googlenet": TorchvisionModel(googlenet, _AUX_FC1),
+    **{
+        f"resnet{d}": TorchvisionModel(fn, {})
+        for d, fn in zip((18, 34, 50, 101, 152), (resnet18, resnet34, resnet50, resnet101, resnet152))
+    },
+    **{
+        f"densenet{d}": TorchvisionModel(fn, {})
+        for d, fn in zip((121, 169, 201), (densenet121, densenet169, densenet201))
+    },
+}
+
+
+def read_state_dict(weights: Any) -> dict[str, np.ndarray]:
+    """A ``state_dict`` as ``{key: numpy array}`` from a mapping of torch tensors or arrays, a module
+    with ``state_dict()``, a ``.pth``/``.pt`` path (needs torch) or a ``.safetensors`` path (needs the
+    ``safetensors`` package, not torch)."""
+    if isinstance(weights, (str, os.PathLike)):
+        weights = _read_file(Path(weights))
+    elif hasattr(weights, "state_dict") and callable(weights.state_dict):
+        weights = weights.state_dict()
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"weights must be a state dict, a module, or a .pth/.safetensors path, got {type(weights)}")
+    return {str(k): _to_numpy(v) for k, v in weights.items()}
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    if path.suffix in (".pth", ".pt"):
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                f"reading {path} needs torch (pip install torch==2.13.0); without torch, convert it to "
+                ".safetensors, which jaxcnn reads with the safetensors package alone"
+            ) from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise ValueError(f"weights file must end in .pth, .pt or .safetensors, got {path}")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu()
+        return value.float().numpy() if str(value.dtype) in ("torch.bfloat16",) else value.numpy()
+    return np.asarray(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mapping
+# ---------------------------------------------------------------------------------------------
+
+
+def _layers(tree: Any, prefix: str = "") -> dict[str, dict]:
+    """Every parameter-holding node of a params tree, by its torchvision-style dotted path."""
+    if isinstance(tree, dict) and ("kernel" in tree or "scale" in tree):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
+    found = {}
+    for key, child in items:
+        found.update(_layers(child, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def _expected(path: str, node: dict) -> dict[str, tuple[str, str]]:
+    """torchvision key -> (tree, leaf) for one layer: conv/linear (``kernel``) or batch norm (``scale``)."""
+    if "kernel" in node:
+        keys = {f"{path}.weight": ("params", "kernel")}
+        if "bias" in node:
+            keys[f"{path}.bias"] = ("params", "bias")
+        return keys
+    return {
+        f"{path}.weight": ("params", "scale"),
+        f"{path}.bias": ("params", "offset"),
+        f"{path}.running_mean": ("state", "mean"),
+        f"{path}.running_var": ("state", "var"),
+    }
+
+
+def _torch_layout(ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The torchvision shape of one of our arrays: HWIO -> OIHW, (in, out) -> (out, in)."""
+    if len(ours) == 4:
+        h, w, i, o = ours
+        return (o, i, h, w)
+    return (ours[1], ours[0]) if len(ours) == 2 else tuple(ours)
+
+
+def _convert(key: str, value: np.ndarray, ours: tuple[int, ...], flattened: Mapping[str, Any]) -> np.ndarray:
+    """A torchvision array in our layout (OIHW -> HWIO; (out, in) -> (in, out), flatten order fixed)."""
+    if value.shape != _torch_layout(ours):
+        raise WeightsError(f"{key}: expected shape {_torch_layout(ours)} (torchvision's layout), got {value.shape}")
+    if value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    if value.ndim == 2:
+        layer = key.rsplit(".", 1)[0]
+        if layer in flattened:  # PyTorch flattens (C, H, W), we flatten (H, W, C)
+            c, h, w = flattened[layer]
+            value = value.reshape(value.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(value.shape[0], -1)
+        return value.T
+    return value
+
+
+def _fill(params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Mapping[str, Any]) -> None:
+    """Replace every leaf of ``params`` and ``state`` (nested dicts, changed in place) by its
+    torchvision counterpart; refuse missing, unexpected and misshapen keys."""
+    nodes = {"params": _layers(params), "state": _layers_with_state(state)}
+    expected = {}
+    for path, node in nodes["params"].items():
+        expected.update({k: (tree, path, leaf) for k, (tree, leaf) in _expected(path, node).items()})
+    unexpected = sorted(k for k in weights if k not in expected and not k.endswith(".num_batches_tracked"))
+    if unexpected:
+        raise WeightsError(f"unexpected key {unexpected[0]!r} (shape {weights[unexpected[0]].shape}) in the state dict")
+    missing = sorted(k for k in expected if k not in weights)
+    if missing:
+        tree, path, leaf = expected[missing[0]]
+        shape = _torch_layout(nodes[tree][path][leaf].shape)
+        raise WeightsError(f"missing key {missing[0]!r} (the model expects shape {shape}) in the state dict")
+    for key, (tree, path, leaf) in expected.items():
+        node = nodes[tree][path]
+        node[leaf] = jnp.asarray(_convert(key, weights[key], node[leaf].shape, flattened), jnp.float32)
+
+
+def _layers_with_state(state: Any, prefix: str = "") -> dict[str, dict]:
+    if isinstance(state, dict) and "mean" in state and "var" in state:
+        return {prefix: state}
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (tuple, list)) else ()
+    found = {}
+    for key, child in items:
+        found.update(_layers_with_state(child, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Layer, Any, Any]:
+    """``(model, params, state)``: the zoo model torchvision calls ``name`` (``"resnet50"``, ``"vgg16"``,
+    ``"vgg16_bn"``, ``"googlenet"``, ``"densenet121"``, ``"alexnet"``, ...; :data:`TORCHVISION_MODELS`)
+    with the weights of a torchvision ``state_dict``.
+
+    ``weights``: a state dict (torch tensors or NumPy arrays), a torch module, or a path to a ``.pth``
+    (read with ``torch.load(..., weights_only=True)``) or ``.safetensors`` file. ``num_classes`` is read
+    from the weights unless given; other ``model_kwargs`` go to the model (``googlenet``'s
+    ``transform_input=True`` for torchvision's ImageNet weights). The model is built for 224x224x3 inputs
+    (any size works at ``apply``).
+    """
+    if name not in TORCHVISION_MODELS:
+        raise ValueError(f"Unknown torchvision model: {name!r}. It needs to be one of {sorted(TORCHVISION_MODELS)}")
+    spec = TORCHVISION_MODELS[name]
+    state_dict = read_state_dict(weights)
+    if "num_classes" not in model_kwargs:
+        model_kwargs["num_classes"] = _num_classes(state_dict)
+    if name == "googlenet" and "aux_logits" not in model_kwargs:
+        model_kwargs["aux_logits"] = any(k.startswith("aux1.") for k in state_dict)
+    model = spec.build(**model_kwargs)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), (1, 224, 224, 3))[1:])
+    params, state = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    _fill(params, state, state_dict, spec.flattened)
+    return model, params, state
+
+
+def _num_classes(state_dict: Mapping[str, np.ndarray]) -> int:
+    """The rows of the last linear layer's weight (torchvision puts the classifier last)."""
+    linear = [k for k, v in state_dict.items() if k.endswith(".weight") and v.ndim == 2 and not k.startswith("aux")]
+    if not linear:
+        raise WeightsError("the state dict has no linear layer, so num_classes cannot be read from it")
+    return int(state_dict[linear[-1]].shape[0])
