@@ -13,6 +13,8 @@ the zero-pad shortcut, concatenation, and ``train.probability_nll_loss``.
   autodiff and finite differences.
 - :mod:`jaxcnn.layers`, :mod:`jaxcnn.combinators`, :mod:`jaxcnn.initializers`, :mod:`jaxcnn.models`:
   ``Layer(init, apply)`` pairs, ways to combine them, and the model zoo.
+- :mod:`jaxcnn.inspect` (:func:`summary`), :mod:`jaxcnn.shapes`: per-layer shapes, parameters, FLOPs and
+  receptive fields; intermediate feature maps; output-size arithmetic.
 - :mod:`jaxcnn.data`, :mod:`jaxcnn.train`, :mod:`jaxcnn.distributed`, :mod:`jaxcnn.checkpoint`:
   datasets, the training loop, data parallelism, checkpoints.
 """
@@ -23,17 +25,20 @@ from . import data as data
 from . import distributed as distributed
 from . import gradcheck as gradcheck
 from . import initializers as initializers
+from . import inspect as inspect
 from . import layers as layers
 from . import losses as losses
 from . import models as models
 from . import ops as ops
 from . import reference as reference
+from . import shapes as shapes
 from . import train as train
 from .combinators import concatenate as concatenate
 from .combinators import fan_out as fan_out
 from .combinators import parallel as parallel
 from .combinators import residual as residual
 from .combinators import serial as serial
+from .inspect import summary as summary
 from .layers import Layer as Layer
 
 __version__ = "0.1.0"
@@ -57,4 +62,7 @@ __all__ = [
     "fan_out",
     "concatenate",
     "residual",
+    "inspect",
+    "shapes",
+    "summary",
 ]

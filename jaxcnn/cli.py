@@ -1,5 +1,5 @@
-"""The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck`` and ``bench``; model, dataset, optimizer and
-schedule choices come from the registries of the modules that own them.
+"""The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck``, ``summary``, ``inspect`` and ``bench``; model,
+dataset, optimizer and schedule choices come from the registries of the modules that own them.
 
 Bad flags and values end with a one-line ``jaxcnn <command>: error: ...`` on stderr and exit status 2.
 """
@@ -215,6 +215,58 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# summary / inspect
+# ---------------------------------------------------------------------------------------------
+
+
+def summary_command(args: argparse.Namespace) -> int:
+    from . import inspect, models
+
+    spec = models.MODELS[args.model]
+    shape = args.input_shape or spec.input_shape
+    num_classes = args.num_classes or (1000 if spec.input_shape == (224, 224, 3) else 10)
+    model = models.build(args.model, num_classes)
+    print(inspect.summary(model, (1, *shape), name=f"{args.model} ({num_classes} classes)"))
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """Feature maps, first-layer filters and one unit's receptive field for a trained run's test example."""
+    from pathlib import Path
+
+    from . import inspect, plots
+    from .train import run
+
+    config, _, model, state, data = run.load_checkpoint(args.checkpoint, args.data_dir)
+    if not 0 <= args.index < len(data.x_test):
+        raise ValueError(f"--index must be in [0, {len(data.x_test)}) (the test examples), got {args.index}")
+    x = data.x_test[args.index]
+    rows = inspect.summary(model, (1, *x.shape)).rows
+    spatial = [r for r in rows if isinstance(r.receptive_field, tuple) and r.name not in inspect.COMBINATORS]
+    convs = [r.path for r in spatial if r.name in ("Conv", "DepthwiseConv", "SeparableConv")][:4]
+    out = Path(args.out or Path(args.checkpoint) / "inspect")
+    out.mkdir(parents=True, exist_ok=True)
+    params, model_state = state.params, state.model_state
+    made = [
+        plots.plot_feature_maps(model, params, model_state, x, convs, out / f"feature_maps_{args.index}.png"),
+        plots.plot_filters(params, out / "filters.png"),
+    ]
+    if x.ndim == 3 and spatial:
+        last = spatial[-1]
+        unit = tuple(n // 2 for n in last.output_shape[1:-1])
+        made.append(
+            plots.plot_receptive_field(
+                model, params, model_state, x, last.path, unit, out / f"receptive_field_{args.index}.png"
+            )
+        )
+    print(
+        f"{config.model}, test example {args.index} (label {int(data.y_test[args.index])}): "
+        + ", ".join(str(p) for p in made if p)
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # bench
 # ---------------------------------------------------------------------------------------------
 
@@ -335,6 +387,33 @@ def _add_eval(sub) -> None:
     ev.set_defaults(func=eval_command)
 
 
+def _add_summary(sub) -> None:
+    from . import models
+
+    su = sub.add_parser(
+        "summary",
+        help="print a model's layers: output shapes, parameters, FLOPs, receptive fields",
+        description="One row per layer of a zoo model (nested blocks with their paths) and the totals, by shape "
+        "arithmetic: nothing is run.",
+    )
+    su.add_argument("--model", required=True, choices=sorted(models.MODELS), help="the zoo model")
+    su.add_argument("--input-shape", type=_shape, metavar="H,W,C", help="one example's shape (default: the model's)")
+    su.add_argument("--num-classes", type=_positive(int), help="classes (default 1000 for ImageNet models, else 10)")
+    su.set_defaults(func=summary_command)
+    ins = sub.add_parser(
+        "inspect",
+        help="write feature maps, filters and a unit's receptive field of a trained run as PNGs",
+        description="For test example --index of the run in --checkpoint: every channel of the first conv layers, "
+        "the first-layer filters (in colour for RGB inputs), and |d unit / d input| of a unit of the last spatial "
+        "layer with its computed receptive field drawn as a box.",
+    )
+    ins.add_argument("--checkpoint", required=True, help="the run directory holding checkpoint.msgpack")
+    ins.add_argument("--index", type=_non_negative_int, default=0, help="the test example (default 0)")
+    ins.add_argument("--out", help="directory for the PNGs (default CHECKPOINT/inspect)")
+    ins.add_argument("--data-dir", help="directory holding the dataset files")
+    ins.set_defaults(func=inspect_command)
+
+
 def _add_bench(sub) -> None:
     from .bench.suite import add_arguments
 
@@ -352,7 +431,7 @@ def _add_bench(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_gradcheck, _add_train, _add_eval, _add_bench):
+    for add in (_add_gradcheck, _add_train, _add_eval, _add_summary, _add_bench):
         add(sub)
     return parser
 
@@ -364,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:  # `jaxcnn summary ... | head`: the reader left, nothing more to say
+        return 0
     except (CheckpointError, ValueError, TypeError, OSError) as e:
         # Configuration and environment problems (a model that does not fit the data, a damaged checkpoint,
         # a full disk, a failed download, ...) in one line.

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import Identity, Layer
+from .layers.core import annotate, apply_child
 from .ops._padding import is_int
 from .ops._validate import as_positive_int
 
@@ -97,12 +98,12 @@ def serial(*layers: Layer) -> Layer:
         params = _check_children(params, n, "params", "serial")
         state = _check_children(state, n, "state", "serial")
         new_states = []
-        for layer, p, s, k in zip(layers, params, state, _split(key, n), strict=True):
-            x, s = layer.apply(p, s, x, key=k, train=train)
+        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _split(key, n), strict=True)):
+            x, s = apply_child(str(i), layer, p, s, x, key=k, train=train)
             new_states.append(s)
         return x, tuple(new_states)
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "serial", tuple((str(i), layer) for i, layer in enumerate(layers)))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -139,13 +140,13 @@ def parallel(*layers: Layer) -> Layer:
         params = _check_children(params, n, "params", "parallel")
         state = _check_children(state, n, "state", "parallel")
         ys, new_states = [], []
-        for layer, p, s, k, xi in zip(layers, params, state, _split(key, n), xs, strict=True):
-            y, s = layer.apply(p, s, xi, key=k, train=train)
+        for i, (layer, p, s, k, xi) in enumerate(zip(layers, params, state, _split(key, n), xs, strict=True)):
+            y, s = apply_child(str(i), layer, p, s, xi, key=k, train=train)
             ys.append(y)
             new_states.append(s)
         return tuple(ys), tuple(new_states)
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "parallel", tuple((str(i), layer) for i, layer in enumerate(layers)))
 
 
 def fan_out(n: int) -> Layer:
@@ -158,7 +159,7 @@ def fan_out(n: int) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return (x,) * n, state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "fan_out", n=n)
 
 
 def concatenate(axis: int = -1) -> Layer:
@@ -192,7 +193,7 @@ def concatenate(axis: int = -1) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return jnp.concatenate(list(x), axis=axis), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "concatenate", axis=axis)
 
 
 def residual(block: Layer, shortcut: Layer = Identity) -> Layer:
@@ -218,11 +219,13 @@ def residual(block: Layer, shortcut: Layer = Identity) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         block_key, shortcut_key = _split(key, 2)
-        y, block_state = block.apply(params["block"], state["block"], x, key=block_key, train=train)
-        s, shortcut_state = shortcut.apply(params["shortcut"], state["shortcut"], x, key=shortcut_key, train=train)
+        y, block_state = apply_child("block", block, params["block"], state["block"], x, key=block_key, train=train)
+        s, shortcut_state = apply_child(
+            "shortcut", shortcut, params["shortcut"], state["shortcut"], x, key=shortcut_key, train=train
+        )
         return y + s, {"block": block_state, "shortcut": shortcut_state}
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "residual", (("block", block), ("shortcut", shortcut)))
 
 
 def _check_pairs(pairs: Sequence[Any], combinator: str) -> tuple[tuple[str, Layer], ...]:
@@ -286,13 +289,20 @@ def named(*pairs: tuple[str, Layer], taps: Mapping[str, tuple[str, Layer]] | Non
         keys = dict(zip(names, _split(key, len(names))))
         new_states, tapped = {}, {}
         for name, layer in pairs:
-            x, new_states[name] = layer.apply(params[name], state[name], x, key=keys[name], train=train)
+            x, new_states[name] = apply_child(name, layer, params[name], state[name], x, key=keys[name], train=train)
             for tap, (after, head) in taps.items():
                 if after == name:
-                    tapped[tap], new_states[tap] = head.apply(params[tap], state[tap], x, key=keys[tap], train=train)
+                    tapped[tap], new_states[tap] = apply_child(
+                        tap, head, params[tap], state[tap], x, key=keys[tap], train=train
+                    )
         return ((x, *(tapped[t] for t in taps)) if taps else x), new_states
 
-    return Layer(init, apply)
+    return annotate(
+        Layer(init, apply),
+        "named",
+        (*pairs, *((tap, head) for tap, (_, head) in taps.items())),
+        taps={t: a for t, (a, _) in taps.items()},
+    )
 
 
 def _concat_shapes(shapes: Sequence[tuple[int, ...]], combinator: str) -> tuple[int, ...]:
@@ -322,11 +332,11 @@ def branches(*pairs: tuple[str, Layer]) -> Layer:
         state = _check_named(state, names, "state", "branches")
         ys, new_states = [], {}
         for (name, layer), k in zip(pairs, _split(key, len(pairs))):
-            y, new_states[name] = layer.apply(params[name], state[name], x, key=k, train=train)
+            y, new_states[name] = apply_child(name, layer, params[name], state[name], x, key=k, train=train)
             ys.append(y)
         return jnp.concatenate(ys, axis=-1), new_states
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "branches", pairs)
 
 
 def dense_concat(layer: Layer) -> Layer:
@@ -339,10 +349,10 @@ def dense_concat(layer: Layer) -> Layer:
         return _concat_shapes([tuple(input_shape), tuple(shape)], "dense_concat"), params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        y, state = layer.apply(params, state, x, key=key, train=train)
+        y, state = apply_child("", layer, params, state, x, key=key, train=train)
         return jnp.concatenate([x, y], axis=-1), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "dense_concat", (("", layer),))
 
 
 def residual_block(
@@ -377,11 +387,12 @@ def residual_block(
             {n: params[n] for n in names}, {n: state[n] for n in names}, x, key=body_key, train=train
         )
         if downsample is not None:
-            skip, new_state["downsample"] = shortcut.apply(
-                params["downsample"], state["downsample"], x, key=shortcut_key, train=train
+            skip, new_state["downsample"] = apply_child(
+                "downsample", shortcut, params["downsample"], state["downsample"], x, key=shortcut_key, train=train
             )
         else:
             skip = x
         return post.apply({}, {}, y + skip)[0], new_state
 
-    return Layer(init, apply)
+    children = (*pairs, *((("downsample", downsample),) if downsample is not None else ()))
+    return annotate(Layer(init, apply), "residual_block", children, activation=post)

@@ -21,6 +21,10 @@ __all__ = [
     "plot_saliency",
     "first_kernel",
     "plot_run",
+    "feature_maps",
+    "plot_feature_maps",
+    "unit_saliency",
+    "plot_receptive_field",
 ]
 
 
@@ -70,7 +74,8 @@ def first_kernel(params: Any) -> np.ndarray | None:
 
 
 def plot_filters(params: Any, path: str | Path) -> Path | None:
-    """The first conv layer's filters as a grid of images (2-D kernels) or curves (1-D kernels)."""
+    """The first conv layer's filters as a grid of images (2-D kernels; in colour for 3-channel inputs)
+    or curves (1-D kernels)."""
     kernel = first_kernel(params)
     if kernel is None:
         return None
@@ -90,6 +95,9 @@ def plot_filters(params: Any, path: str | Path) -> Path | None:
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
+        elif kernel.shape[2] == 3:  # RGB filters in colour, each stretched to [0, 1]
+            k = kernel[:, :, :, i]
+            ax.imshow((k - k.min()) / (np.ptp(k) or 1.0))
         else:
             ax.imshow(kernel[:, :, :, i].mean(axis=-1), cmap="RdBu_r")
         ax.set_title(str(i), fontsize=8)
@@ -182,3 +190,98 @@ def plot_run(out: Path, model: Any, state: Any, data: Any, result: Any) -> list[
         ),  # fmt: skip
         plot_saliency(model, state.params, state.model_state, data.x_test[:6], out / "saliency.png"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside a network: feature maps and what one unit sees
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_example(x: Any) -> jax.Array:
+    x = jnp.asarray(x)
+    return x if x.ndim >= 3 and x.shape[0] == 1 else x[None]
+
+
+def feature_maps(model, params, state, x, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every channel of the layers at ``layers`` (dotted paths, as :func:`jaxcnn.summary` lists them) for
+    one input ``x`` (``(H, W, C)`` or ``(1, H, W, C)``): ``{path: (*spatial, channels)}``."""
+    from .inspect import intermediates
+
+    outputs = intermediates(model, params, state, _one_example(x), list(layers))
+    return {path: np.asarray(out[0]) for path, out in outputs.items()}
+
+
+def plot_feature_maps(
+    model, params, state, x, layers: Sequence[str], path: str | Path, *, max_channels: int = 32
+) -> Path:
+    """The input and every channel (up to ``max_channels``) of each layer in ``layers``, one row block per
+    layer."""
+    plt = _pyplot()
+    maps = feature_maps(model, params, state, x, layers)
+    cols = 8
+    blocks = [(name, m) for name, m in maps.items()]
+    heights = [1] + [-(-min(m.shape[-1], max_channels) // cols) for _, m in blocks]
+    fig, axes = plt.subplots(sum(heights), cols, figsize=(1.3 * cols, 1.35 * sum(heights)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    image = np.asarray(_one_example(x))[0]
+    axes[0, 0].imshow(_displayable(image), cmap=None if image.shape[-1] == 3 else "gray")
+    axes[0, 0].set_title("input", fontsize=8)
+    row = 1
+    for (name, m), h in zip(blocks, heights[1:]):
+        for c in range(min(m.shape[-1], max_channels)):
+            ax = axes[row + c // cols, c % cols]
+            if m.ndim == 3:
+                ax.imshow(m[..., c], cmap="viridis")
+            else:
+                ax.plot(m[..., c])
+            ax.set_title(f"{name} [{c}]" if c == 0 else str(c), fontsize=7, loc="left")
+        row += h
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """An image stretched to [0, 1]; single-channel images as 2-D."""
+    image = (image - image.min()) / (np.ptp(image) or 1.0)
+    return image if image.shape[-1] == 3 else image[..., 0]
+
+
+def unit_saliency(model, params, state, x, layer: str, unit: Sequence[int], channel: int) -> np.ndarray:
+    """``d output[layer][0, *unit, channel] / d x`` through the hand-derived VJPs: what one unit of a
+    layer sees of input ``x`` (``(H, W, C)`` or ``(1, H, W, C)``), with the input's shape (no batch)."""
+    from .inspect import intermediates
+
+    def unit_value(xb):
+        return intermediates(model, params, state, xb, [layer])[layer][(0, *unit, channel)]
+
+    return np.asarray(jax.grad(unit_value)(_one_example(x))[0])
+
+
+def plot_receptive_field(model, params, state, x, layer: str, unit: Sequence[int], path: str | Path) -> Path:
+    """The input, ``|d unit / d input|`` for the most active channel of ``unit`` in ``layer``, and the
+    unit's computed receptive field (:func:`jaxcnn.summary`) drawn as a box on both."""
+    from matplotlib.patches import Rectangle
+
+    from .inspect import intermediates, receptive_box, summary
+
+    plt = _pyplot()
+    xb = _one_example(x)
+    activation = np.asarray(intermediates(model, params, state, xb, [layer])[layer][(0, *unit)])
+    channel = int(np.argmax(activation))
+    grad = np.abs(unit_saliency(model, params, state, xb, layer, unit, channel)).max(axis=-1)
+    row = next(r for r in summary(model, xb.shape).rows if r.path == layer)
+    (top, bottom), (left, right) = receptive_box(row, unit, xb.shape[1:-1])
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(_displayable(np.asarray(xb[0])), cmap=None if xb.shape[-1] == 3 else "gray")
+    axes[1].imshow(grad, cmap="hot")
+    for ax, title in zip(axes, ("input", f"|d unit / d input|, channel {channel}")):
+        ax.add_patch(
+            Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False, ec="cyan", lw=1.5)
+        )
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{layer} unit {tuple(unit)}: receptive field {bottom - top + 1}x{right - left + 1} (box)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -196,6 +196,11 @@ class WindowConfig(NamedTuple):
     def strides(self, nd: int) -> tuple[int, ...]:
         return expand(self.window if self.stride is None else self.stride, nd)
 
+    def geometry(self) -> dict:
+        """The window, stride, dilation and padding as given (for :class:`~jaxcnn.layers.core.LayerInfo`)."""
+        return dict(window=self.window, stride=self.window if self.stride is None else self.stride,
+                    dilation=self.dilation, padding=self.padding)  # fmt: skip
+
 
 class KernelConfig(NamedTuple):
     """What every layer with a kernel shares: the bias flag and the two initialisers, checked once."""

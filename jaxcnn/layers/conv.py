@@ -30,7 +30,7 @@ from ._config import (
     noting,
     struct,
 )
-from .core import Layer, constructor
+from .core import Layer, annotate, constructor
 
 __all__ = ["Conv", "ConvTranspose", "DepthwiseConv", "SeparableConv"]
 
@@ -67,7 +67,7 @@ def _conv_layer(
         y = _conv_apply(ops, cfg, params["kernel"], x, groups_of)
         return kernel.add_bias(y, params), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), layer, **cfg.geometry())
 
 
 def _conv_apply(ops: Any, cfg: WindowConfig, w: Any, x: Any, groups_of: Callable[[tuple[int, ...]], int]):
@@ -172,7 +172,7 @@ def SeparableConv(
         h = _conv_apply(ops, cfg, params["depthwise"], x, depthwise["groups_of"])
         return kernel.add_bias(ops.conv(h, params["pointwise"]), params), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "SeparableConv", **cfg.geometry())
 
 
 def _transpose_padding(padding, output_padding, window, strides, dilation):
@@ -251,4 +251,4 @@ def ConvTranspose(
         )
         return kernel.add_bias(y, params), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "ConvTranspose", **cfg.geometry(), output_padding=out_pad)

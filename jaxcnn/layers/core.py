@@ -12,7 +12,10 @@ Layer families register their constructors here (:func:`constructor`, :func:`val
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+import weakref
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, NamedTuple, Protocol
 
@@ -20,7 +23,20 @@ import jax
 
 from ._config import check_ops
 
-__all__ = ["Layer", "InitFn", "ApplyFn", "bind", "constructor", "value_layers", "ops_free"]
+__all__ = [
+    "Layer",
+    "InitFn",
+    "ApplyFn",
+    "bind",
+    "constructor",
+    "value_layers",
+    "ops_free",
+    "LayerInfo",
+    "describe",
+    "annotate",
+    "capture_intermediates",
+    "apply_child",
+]
 
 
 class InitFn(Protocol):
@@ -101,3 +117,75 @@ def bind(ops: Any) -> SimpleNamespace:
     namespace.update(_OPS_FREE)
     namespace["ops"] = ops
     return SimpleNamespace(**namespace)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a layer is (for jaxcnn.inspect) and its intermediate outputs
+# ---------------------------------------------------------------------------------------------
+
+
+class LayerInfo(NamedTuple):
+    """A description of a layer for :func:`jaxcnn.inspect.summary`: its kind (``"Conv"``, ``"MaxPool"``,
+    ``"serial"``, ...), its configuration (window geometry for convolutions and pools) and, for a
+    combinator, its children in order with their names. Descriptive only: nothing computes with it."""
+
+    kind: str
+    config: dict
+    children: tuple[tuple[str, Any], ...] = ()
+
+
+# keyed by the layer's init function, so a description lives exactly as long as its layer
+_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def annotate(layer: Layer, kind: str, children: tuple[tuple[str, Any], ...] = (), **config: Any) -> Layer:
+    """Attach a :class:`LayerInfo` to ``layer`` (returned unchanged)."""
+    _INFO[layer.init] = LayerInfo(kind, config, tuple(children))
+    return layer
+
+
+def describe(layer: Any) -> LayerInfo | None:
+    """The :class:`LayerInfo` of a layer built by jaxcnn, None for one built by hand."""
+    try:
+        return _INFO.get(layer.init)
+    except TypeError:  # not weak-referenceable
+        return None
+
+
+# While capture_intermediates is active: (the dict being filled, the current path).
+_CAPTURE: contextvars.ContextVar[tuple[dict, str] | None] = contextvars.ContextVar("jaxcnn_capture", default=None)
+
+
+@contextlib.contextmanager
+def capture_intermediates() -> Iterator[dict]:
+    """Record the output of every child of every combinator applied inside the block, by its dotted path
+    (``"features.0"``, ``"layer1.0.conv1"``; a ``serial`` child by its index)::
+
+        with capture_intermediates() as outputs:
+            logits, _ = model.apply(params, state, x)
+        outputs["layer1.0.conv1"]
+
+    Works under ``jax.jit``/``jax.grad`` when the captured values are returned from the traced function.
+    """
+    token = _CAPTURE.set(({}, ""))
+    try:
+        yield _CAPTURE.get()[0]
+    finally:
+        _CAPTURE.reset(token)
+
+
+def apply_child(name: str, layer: Layer, params: Any, state: Any, x: Any, *, key: Any, train: bool):
+    """``layer.apply`` for a combinator's child ``name``: its path extends the current one, and its output
+    is recorded when :func:`capture_intermediates` is active."""
+    capture = _CAPTURE.get()
+    if capture is None:
+        return layer.apply(params, state, x, key=key, train=train)
+    outputs, prefix = capture
+    path = f"{prefix}.{name}" if prefix and name else prefix or name
+    token = _CAPTURE.set((outputs, path))
+    try:
+        y, new_state = layer.apply(params, state, x, key=key, train=train)
+    finally:
+        _CAPTURE.reset(token)
+    outputs[path] = y
+    return y, new_state

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from .. import ops as _default_ops
 from ._config import KernelConfig, as_positive_int, as_real, check_ops, input_shape_arg
-from .core import Layer, constructor, ops_free, value_layers
+from .core import Layer, annotate, constructor, ops_free, value_layers
 
 __all__ = ["Dense", "LeakyRelu", "Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Identity"]
 
@@ -43,7 +43,7 @@ def Dense(
     def apply(params, state, x, *, key=None, train=False):
         return ops.dense(x, params["kernel"], params["bias"] if kernel.use_bias else None), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "Dense")
 
 
 def _elementwise(layer: str, op_name: str, ops: Any, **op_kwargs) -> Layer:
@@ -55,7 +55,7 @@ def _elementwise(layer: str, op_name: str, ops: Any, **op_kwargs) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return getattr(ops, op_name)(x, **op_kwargs), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), layer)
 
 
 @constructor("leaky_relu")
@@ -81,7 +81,7 @@ def _flatten() -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return jnp.reshape(x, (x.shape[0], -1)), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "Flatten")
 
 
 def _identity() -> Layer:
@@ -91,7 +91,7 @@ def _identity() -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return x, state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "Identity")
 
 
 _DEFAULT = _activations(_default_ops)

@@ -12,7 +12,7 @@ from jax import lax
 from .. import initializers as _inits
 from .. import ops as _default_ops
 from ._config import as_positive_int, as_real, check_ops, check_train, input_shape_arg
-from .core import Layer, constructor
+from .core import Layer, annotate, constructor
 
 __all__ = ["BatchNorm", "LocalResponseNorm"]
 
@@ -87,7 +87,7 @@ def BatchNorm(
         y, mu, var = ops.batch_norm(x, scale, offset, epsilon=epsilon)
         return y, _running_update(state, mu, var, m, momentum)
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "BatchNorm")
 
 
 @constructor("lrn")
@@ -114,4 +114,4 @@ def LocalResponseNorm(
     def apply(params, state, x, *, key=None, train=False):
         return ops.lrn(x, size=size, alpha=alpha, beta=beta, k=k), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "LocalResponseNorm")

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .. import ops as _default_ops
-from ..ops._padding import ceil_mode_padding, is_int, normalize_padding
+from ..ops._padding import is_int, normalize_padding, with_ceil_mode
 from ..ops.conv import output_shape as conv_output_shape
 from ..ops.pool import check_adaptive_avg_pool, check_p, pool_spec
 from ._config import WindowConfig, as_bool, check_ops, expand, input_shape_arg, noting, spatial_input, struct
-from .core import Layer, constructor, value_layers
+from .core import Layer, annotate, constructor, value_layers
 
 __all__ = ["MaxPool", "AvgPool", "LpPool", "AdaptiveAvgPool", "GlobalAvgPool", "GlobalMaxPool"]
 
@@ -31,10 +31,7 @@ def _padding_for(cfg: WindowConfig, spatial: tuple[int, ...], ceil_mode: bool) -
         return cfg.padding
     nd = len(spatial)
     window, strides = expand(cfg.window, nd), cfg.strides(nd)
-    pads = normalize_padding(cfg.padding, spatial, window, strides, (1,) * nd)
-    return tuple(
-        (lo, hi + ceil_mode_padding(n, k, s, lo, hi)) for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
-    )
+    return with_ceil_mode(spatial, window, strides, normalize_padding(cfg.padding, spatial, window, strides, (1,) * nd))
 
 
 def _pool(layer: str, op_name: str, window, stride, padding, ops, ceil_mode=False, **op_kwargs) -> Layer:
@@ -54,7 +51,7 @@ def _pool(layer: str, op_name: str, window, stride, padding, ops, ceil_mode=Fals
         pads = _padding_for(cfg, tuple(x.shape[1:-1]), ceil_mode)
         return getattr(ops, op_name)(x, window, stride=stride, padding=pads, **op_kwargs), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), layer, **cfg.geometry(), ceil_mode=ceil_mode)
 
 
 @constructor("max_pool")
@@ -115,7 +112,7 @@ def _global_pool(layer: str, op_name: str, ops: Any) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return getattr(ops, op_name)(x), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), layer)
 
 
 @constructor("adaptive_avg_pool")
@@ -140,7 +137,7 @@ def AdaptiveAvgPool(output_size: Any, *, ops: Any = _default_ops) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return ops.adaptive_avg_pool(x, output_size), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "AdaptiveAvgPool", output_size=output_size)
 
 
 @value_layers("global_avg_pool", "global_max_pool")

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ._config import as_real, check_train, input_shape_arg
-from .core import Layer, ops_free
+from .core import Layer, annotate, ops_free
 
 __all__ = ["Dropout"]
 
@@ -34,7 +34,7 @@ def Dropout(rate: float) -> Layer:
         keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), jnp.result_type(x))), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "Dropout")
 
 
 ops_free("Dropout", Dropout)

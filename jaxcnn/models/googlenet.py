@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from .. import ops as _ops
 from ..combinators import branches, named
 from ..layers import Layer, bind
+from ..layers.core import annotate
 
 __all__ = ["googlenet", "inception", "INCEPTION_V1"]
 
@@ -98,7 +99,7 @@ def _transform_input() -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         return (x * scale.astype(x.dtype) + shift.astype(x.dtype)), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "TransformInput")
 
 
 def googlenet(

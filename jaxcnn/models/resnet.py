@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from .. import ops as _ops
 from ..combinators import named, residual, residual_block, serial
 from ..layers import Layer, bind
+from ..layers.core import annotate
 from ..ops._padding import is_int
 from ..ops._validate import as_positive_int
 
@@ -85,7 +86,7 @@ def zero_pad_shortcut(features: int, stride: int) -> Layer:
         sub = x[(slice(None), *(slice(None, None, stride),) * nd, slice(None))]
         return jnp.pad(sub, [(0, 0)] * (nd + 1) + [(0, features - x.shape[-1])]), state
 
-    return Layer(init, apply)
+    return annotate(Layer(init, apply), "ZeroPadShortcut", window=1, stride=stride, dilation=1, padding=0)
 
 
 def basic_block(features: int, *, stride: int = 1, in_features: int, shortcut: str = "conv", ops: Any = _ops) -> Layer:

@@ -19,6 +19,7 @@ from .activation import tanh as tanh
 from .conv import conv as conv
 from .conv import conv_transpose as conv_transpose
 from .dense import dense as dense
+from .matrix import conv_matrix as conv_matrix
 from .norm import batch_norm as batch_norm
 from .norm import lrn as lrn
 from .pool import adaptive_avg_pool as adaptive_avg_pool
@@ -29,4 +30,6 @@ from .pool import lp_pool as lp_pool
 from .pool import max_pool as max_pool
 
 # The differentiable ops, each with a hand-derived VJP and a twin in jaxcnn.reference (family by family).
+# ``conv_matrix`` (the convolution as a dense matrix, jaxcnn.ops.matrix) is a tool for looking at one,
+# not an op of a network, and has no twin.
 __all__ = [*_conv.OPS, *_pool.OPS, *_dense.OPS, *_activation.OPS, *_norm.OPS]

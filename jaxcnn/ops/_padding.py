@@ -27,6 +27,7 @@ __all__ = [
     "weight_grad_padding",
     "transpose_output_size",
     "ceil_mode_padding",
+    "with_ceil_mode",
 ]
 
 
@@ -172,3 +173,10 @@ def ceil_mode_padding(n: int, k: int, s: int, lo: int, hi: int) -> int:
     if (out - 1) * s >= n + lo:
         out -= 1
     return max(0, (out - 1) * s + k - (n + lo + hi))
+
+
+def with_ceil_mode(spatial: Sequence[int], window: Sequence[int], strides: Sequence[int], pads: Pads) -> Pads:
+    """``pads`` with each axis's end padding grown by :func:`ceil_mode_padding`."""
+    return tuple(
+        (lo, hi + ceil_mode_padding(n, k, s, lo, hi)) for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
+    )

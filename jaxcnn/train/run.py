@@ -45,6 +45,7 @@ __all__ = [
     "train",
     "write_summary",
     "evaluate_checkpoint",
+    "load_checkpoint",
 ]
 
 # Per dataset: the model, epochs, batch size, optimizer and learning rate used when not given.
@@ -184,16 +185,24 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
     return summary
 
 
-def evaluate_checkpoint(directory: str | Path, data_dir: str | None = None) -> tuple[RunConfig, dict, dict]:
-    """Re-evaluate the checkpoint a ``jaxcnn train`` run left in ``directory`` on its test split;
-    returns ``(config, checkpoint meta, {"loss", "accuracy", "predictions"})``."""
+def load_checkpoint(directory: str | Path, data_dir: str | None = None):
+    """The run a ``jaxcnn train`` left in ``directory``: ``(config, checkpoint meta, model, train state,
+    dataset)``, the model as trained (GoogLeNet with its auxiliary heads)."""
     meta = checkpoint.read_meta(directory)
     config = resolve_config({"data_dir": data_dir}, meta["config"])
     data = load_data(config)
-    model, _, eval_loss = build_model(config, data.num_classes)
+    model, _, _ = build_model(config, data.num_classes)
     optimizer, _ = _optimizer(config, len(data.x_train))
     target = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), optimizer, config.seed)
     state, meta = checkpoint.load(directory, target)
+    return config, meta, model, state, data
+
+
+def evaluate_checkpoint(directory: str | Path, data_dir: str | None = None) -> tuple[RunConfig, dict, dict]:
+    """Re-evaluate the checkpoint a ``jaxcnn train`` run left in ``directory`` on its test split;
+    returns ``(config, checkpoint meta, {"loss", "accuracy", "predictions"})``."""
+    config, meta, model, state, data = load_checkpoint(directory, data_dir)
+    _, _, eval_loss = build_model(config, data.num_classes)
     result = evaluate(
         model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=eval_loss,
         compute_dtype=COMPUTE_DTYPES[config.dtype],
