@@ -115,7 +115,7 @@ def _run_config(args: argparse.Namespace):
     if args.resume:
         saved = read_meta(args.out_dir)["config"]  # refuses a missing or damaged checkpoint in one line
         return run.resolve_config({k: getattr(args, k) for k in RUN_OPTIONS}, saved)
-    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "data_dir", "input_shape")
+    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "shift", "data_dir", "input_shape")
     return run.resolve_config({k: getattr(args, k) for k in fields})
 
 
@@ -195,9 +195,14 @@ def train_command(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     if not writer:  # process 0 writes the summary and plots and reports
         return 0
-    run.write_summary(out, config, setup, data, result, wall, plots=not args.no_plots)
+    summary = run.write_summary(out, config, setup, data, result, wall, plots=not args.no_plots)
+    best = (
+        f" (best {summary['best_test_accuracy']:.4f} at epoch {summary['best_epoch']:g})"
+        if "best_epoch" in summary
+        else ""
+    )
     print(
-        f"test accuracy {result.test['accuracy']:.4f}, test loss {result.test['loss']:.4f} after "
+        f"test accuracy {result.test['accuracy']:.4f}{best}, test loss {result.test['loss']:.4f} after "
         f"{int(result.state.step)} steps in {wall:.1f} s; checkpoint, metrics and plots in {out}"
     )
     return 0
@@ -326,9 +331,15 @@ def _add_train(sub) -> None:
     tr.add_argument("--optimizer", choices=list(OPTIMIZERS), help="optax optimizer (default adam)")
     tr.add_argument("--lr", type=_positive(float), help="peak learning rate (default: per dataset)")
     tr.add_argument(
-        "--schedule", choices=list(SCHEDULES), default="constant", help="learning-rate schedule (default constant)"
+        "--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: per dataset, else constant)"
     )
     tr.add_argument("--augment", action="store_true", help="random crop (pad 2), horizontal flip, rotation (10 deg)")
+    tr.add_argument(
+        "--shift",
+        type=_non_negative_int,
+        metavar="N",
+        help="1-D signals: random circular shifts of up to N samples (default: per dataset, 8 for mnist1d; 0: off)",
+    )
     tr.add_argument("--seed", type=_non_negative_int, default=0, help="seed for init, data order, dropout (default 0)")
     tr.add_argument("--out", help="output directory (default runs/MODEL-DATASET)")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

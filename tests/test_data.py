@@ -707,3 +707,17 @@ def test_augment_dtypes_and_errors(images):
         data.pad_and_crop(images, jnp.zeros((6, 3), jnp.int32), 1)
     with pytest.raises(ValueError, match="rotate_deg must be >= 0, got -3"):
         data.augment(key, images, rotate_deg=-3)
+
+
+def test_roll_signal_shifts_each_signal_circularly():
+    x = jnp.asarray(np.arange(2 * 10 * 3, dtype=np.float32).reshape(2, 10, 3))
+    key = jax.random.key(7)
+    rolled = data.roll_signal(key, x, 4)
+    np.testing.assert_array_equal(rolled, jax.jit(data.roll_signal, static_argnums=2)(key, x, 4))
+    for i in range(2):  # each example is its own circular shift, channels together, within +-4
+        shifts = [s for s in range(-4, 5) if np.array_equal(np.roll(np.asarray(x[i]), s, axis=0), rolled[i])]
+        assert len(shifts) == 1
+    assert not np.array_equal(data.roll_signal(jax.random.key(8), x, 4), rolled)
+    np.testing.assert_array_equal(data.roll_signal(key, x, 0), x)
+    with pytest.raises(ValueError, match=r"roll_signal: x must be a batch of signals \(N, L, C\)"):
+        data.roll_signal(key, x[0], 2)

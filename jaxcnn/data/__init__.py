@@ -6,7 +6,8 @@
 - :mod:`jaxcnn.data.idx`: a strict IDX (MNIST format) parser.
 - :mod:`jaxcnn.data.fetch`: the user cache, atomic writes, verified downloads.
 - :mod:`jaxcnn.data.batching`: per-epoch shuffled batches, a pure function of (seed, epoch, step).
-- :mod:`jaxcnn.data.augmentation`: random crop, flip and rotation of ``(N, H, W, C)`` batches.
+- :mod:`jaxcnn.data.augmentation`: random crop, flip and rotation of ``(N, H, W, C)`` batches; random
+  circular shifts of ``(N, L, C)`` signals.
 """
 
 from . import augmentation as augmentation
@@ -20,6 +21,7 @@ from .augmentation import pad_and_crop as pad_and_crop
 from .augmentation import random_crop as random_crop
 from .augmentation import random_flip as random_flip
 from .augmentation import random_rotate as random_rotate
+from .augmentation import roll_signal as roll_signal
 from .augmentation import rotate as rotate
 from .batching import batch_indices as batch_indices
 from .batching import batches as batches

@@ -33,6 +33,7 @@ __all__ = [
     "rotate",
     "random_rotate",
     "augment",
+    "roll_signal",
 ]
 
 
@@ -151,3 +152,19 @@ def augment(key: jax.Array, x: Any, *, crop_pad: int = 0, flip: bool = False, ro
     if flip:
         x = random_flip(k_flip, x)
     return x
+
+
+def roll_signal(key: jax.Array, x: Any, max_shift: int) -> jax.Array:
+    """Random circular shift of 1-D signals ``(N, L, C)``: each example is rolled along ``L`` by its own
+    integer drawn uniformly from ``[-max_shift, max_shift]`` (positive moves content to later samples),
+    all channels together. MNIST-1D's own generator places each digit at a random circular offset, so
+    this is the invariance its test set needs. ``max_shift`` is a static Python int (0: the identity).
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"roll_signal: x must be a batch of signals (N, L, C), got shape {tuple(x.shape)}")
+    max_shift = _check_pad(max_shift, "roll_signal")
+    if max_shift == 0:
+        return x
+    shifts = jax.random.randint(key, (x.shape[0],), -max_shift, max_shift + 1)
+    return jax.vmap(lambda xi, s: jnp.roll(xi, s, axis=0))(x, shifts)

@@ -18,6 +18,7 @@ from .activation import softmax as softmax
 from .activation import tanh as tanh
 from .conv import conv as conv
 from .conv import conv_transpose as conv_transpose
+from .conv import use_formulation as use_formulation
 from .dense import dense as dense
 from .matrix import conv_matrix as conv_matrix
 from .norm import batch_norm as batch_norm
@@ -31,5 +32,6 @@ from .pool import max_pool as max_pool
 
 # The differentiable ops, each with a hand-derived VJP and a twin in jaxcnn.reference (family by family).
 # ``conv_matrix`` (the convolution as a dense matrix, jaxcnn.ops.matrix) is a tool for looking at one,
-# not an op of a network, and has no twin.
+# not an op of a network, and has no twin; ``use_formulation`` forces the convolutions' formulation
+# (jaxcnn.ops.conv: by default the lowering platform picks it).
 __all__ = [*_conv.OPS, *_pool.OPS, *_dense.OPS, *_activation.OPS, *_norm.OPS]

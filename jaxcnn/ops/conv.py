@@ -31,11 +31,15 @@ Transposed convolution is the input-gradient map of a forward convolution ``A``,
 three pieces with roles exchanged: forward = ``A``'s input gradient; input gradient = ``A`` itself;
 weight gradient = ``A``'s weight gradient with input and cotangent swapped.
 
-The three correlations above are the textbook default. Where a faster formulation of the same sums was
-measured on XLA:CPU (``benchmarks/NOTES.md``), ``fast_forward`` / ``fast_input_grad`` /
+The three correlations above, each one convolution call (the input gradient with ``lhs_dilation`` = stride),
+are what runs on GPUs and TPUs; the choice is made per platform when the computation is lowered
+(``lax.platform_dependent``; :func:`use_formulation` forces one). Where a faster formulation of the same
+sums was measured on XLA:CPU (``benchmarks/NOTES.md``), ``fast_forward`` / ``fast_input_grad`` /
 ``fast_weight_grad`` pick it by shape: depthwise kernels as shifted elementwise products, the pointwise
-weight gradient as one matrix product, the weight gradient of larger float32 batches in chunks of 16
-examples. Each is tested equal to the textbook piece (``tests/test_formulations.py``).
+weight gradient as one matrix product, the weight gradient of larger float32/bfloat16 batches in chunks of
+about 16 examples; on the ``cpu`` platform only. Each is tested equal to the single-call piece
+(``tests/test_formulations.py``). Products of bfloat16/float16 operands are summed in float32 in every
+formulation (``preferred_element_type``) and rounded once.
 
 Forward-mode differentiation (``jax.jvp``, ``jacfwd``, ``hessian``) of these ``custom_vjp`` functions is
 not supported by JAX; reverse-over-reverse (``grad`` of ``grad``) is, because every backward pass is
@@ -44,7 +48,10 @@ written in differentiable ``lax`` operations.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -66,7 +73,7 @@ from ._validate import check_floating, check_positive_int, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
 OPS = ("conv", "conv_transpose")  # the ops this module adds to jaxcnn.ops (each with a reference twin)
-__all__ = [*OPS, "ConvSpec", "conv_spec", "conv_transpose_spec"]
+__all__ = [*OPS, "ConvSpec", "conv_spec", "conv_transpose_spec", "use_formulation", "FORMULATIONS"]
 
 
 class ConvSpec(NamedTuple):
@@ -193,18 +200,30 @@ def flip_and_swap(w: jax.Array, groups: int) -> jax.Array:
     return w.reshape(*window, c_out // groups, groups * c_in_g)
 
 
+def _dims(nd: int) -> lax.ConvDimensionNumbers:
+    """Channels-last input and output, a ``(*window, in, out)`` kernel."""
+    return lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd))
+
+
+def _accumulation_dtype(dtype) -> jnp.dtype:
+    """bfloat16/float16 products are summed in float32 (``preferred_element_type``), the result rounded
+    to the operands' dtype once at the end; float32 and float64 sum in their own dtype."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _correlate(lhs, rhs, dtype, **conv_args) -> jax.Array:
+    """One ``conv_general_dilated``, summed in :func:`_accumulation_dtype` and returned in ``dtype``."""
+    out = lax.conv_general_dilated(lhs, rhs, preferred_element_type=_accumulation_dtype(dtype), **conv_args)
+    return out.astype(dtype)
+
+
 def forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """``z = conv(x, w)``: the correlation in the module docstring."""
     nd = x.ndim - 2
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=spec.strides,
-        padding=spec.padding,
-        rhs_dilation=spec.dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd)),
-        feature_group_count=spec.groups,
-    )
+    return _correlate(
+        x, w, x.dtype, window_strides=spec.strides, padding=spec.padding, rhs_dilation=spec.dilation,
+        dimension_numbers=_dims(nd), feature_group_count=spec.groups,
+    )  # fmt: skip
 
 
 def upsample(dz: jax.Array, strides: tuple[int, ...], pads: Pads) -> jax.Array:
@@ -214,23 +233,37 @@ def upsample(dz: jax.Array, strides: tuple[int, ...], pads: Pads) -> jax.Array:
     return lax.pad(dz, jnp.zeros((), dz.dtype), config)
 
 
-def input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
-    """``dx``: the upsampled, padded cotangent correlated at stride 1 with the flipped, swapped kernel."""
-    nd = dz.ndim - 2
-    window = w.shape[:nd]
-    pads = tuple(
+def _input_grad_pads(in_spatial: tuple[int, ...], window: tuple[int, ...], spec: ConvSpec) -> Pads:
+    """The upsampled cotangent's padding in the input-gradient correlation (``input_grad_padding``)."""
+    return tuple(
         input_grad_padding(n, k, s, d, lo, hi)
         for n, k, s, d, (lo, hi) in zip(in_spatial, window, spec.strides, spec.dilation, spec.padding)
     )
-    return lax.conv_general_dilated(
-        upsample(dz, spec.strides, pads),
-        flip_and_swap(w, spec.groups),
-        window_strides=(1,) * nd,
-        padding=((0, 0),) * nd,
-        rhs_dilation=spec.dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd)),
+
+
+def input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    """``dx``: the upsampled, padded cotangent correlated at stride 1 with the flipped, swapped kernel
+    (the zeros between samples written out, as the notes write it: the CPU formulation)."""
+    nd = dz.ndim - 2
+    pads = _input_grad_pads(in_spatial, w.shape[:nd], spec)
+    return _correlate(
+        upsample(dz, spec.strides, pads), flip_and_swap(w, spec.groups), dz.dtype, window_strides=(1,) * nd,
+        padding=((0, 0),) * nd, rhs_dilation=spec.dilation, dimension_numbers=_dims(nd),
         feature_group_count=spec.groups,
-    )
+    )  # fmt: skip
+
+
+def input_grad_dilated(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    """:func:`input_grad` with the upsampling left to the convolution (``lhs_dilation`` = stride): the
+    canonical backward-data form that XLA hands to cuDNN / the TPU convolution unit, which skip the
+    zeros instead of multiplying by them."""
+    nd = dz.ndim - 2
+    pads = _input_grad_pads(in_spatial, w.shape[:nd], spec)
+    return _correlate(
+        dz, flip_and_swap(w, spec.groups), dz.dtype, window_strides=(1,) * nd, padding=pads,
+        lhs_dilation=spec.strides, rhs_dilation=spec.dilation, dimension_numbers=_dims(nd),
+        feature_group_count=spec.groups,
+    )  # fmt: skip
 
 
 def _weight_grad_pads(in_spatial: tuple[int, ...], window: tuple[int, ...], spec: ConvSpec) -> Pads:
@@ -243,7 +276,8 @@ def _weight_grad_pads(in_spatial: tuple[int, ...], window: tuple[int, ...], spec
 
 def weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
     """``dw``: the padded input correlated with the cotangent (dilated by the stride, sliding with the
-    dilation), batch and space contracted, one block of channels per group."""
+    dilation), batch and space contracted, one block of channels per group: one batch-contracting
+    convolution (the canonical backward-filter form)."""
     nd = x.ndim - 2
     pads = _weight_grad_pads(x.shape[1:-1], window, spec)
     # Batch plays the contracted feature: x's channels become the "batch" (split into groups by
@@ -253,15 +287,10 @@ def weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: Conv
         rhs_spec=(nd + 1, 0, *range(1, nd + 1)),
         out_spec=(nd, nd + 1, *range(nd)),  # -> (*window, C_in // g, C_out)
     )
-    return lax.conv_general_dilated(
-        x,
-        dz,
-        window_strides=spec.dilation,
-        padding=pads,
-        rhs_dilation=spec.strides,
-        dimension_numbers=dims,
-        batch_group_count=spec.groups,
-    )
+    return _correlate(
+        x, dz, x.dtype, window_strides=spec.dilation, padding=pads, rhs_dilation=spec.strides,
+        dimension_numbers=dims, batch_group_count=spec.groups,
+    )  # fmt: skip
 
 
 # Measured on XLA:CPU (benchmarks/NOTES.md): the batch-contracting correlation above runs 1.6-2.5x
@@ -272,11 +301,6 @@ MAX_WEIGHT_GRAD_CHUNKS = 32  # bounds the unrolled graph for very large batches
 # Per example, the patch matrix has (output positions) x (window taps) x (input channels per group)
 # entries. Below this, a chunk is too little work to pay for its own call (the MNIST-1D convs: 95-750).
 MIN_PATCH_SIZE_TO_CHUNK = 4096
-
-
-def _accumulation_dtype(dtype) -> jnp.dtype:
-    """bfloat16/float16 products are summed in float32, as XLA's convolutions accumulate them."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def weight_grad_chunks(batch: int, dtype, patch_size: int) -> int:
@@ -350,8 +374,9 @@ def weight_grad_pointwise(x: jax.Array, dz: jax.Array, spec: ConvSpec) -> jax.Ar
     nd = x.ndim - 2
     (sampled,) = shifted_slices(x, [(0,) * nd], spec.strides, spec.padding, dz.shape[1:-1])
     contract = tuple(range(nd + 1))
-    dw_t = lax.dot_general(dz, sampled, ((contract, contract), ((), ())))  # (C_out, C_in)
-    return dw_t.T.reshape(*(1,) * nd, x.shape[-1], dz.shape[-1])
+    acc = _accumulation_dtype(x.dtype)
+    dw_t = lax.dot_general(dz, sampled, ((contract, contract), ((), ())), preferred_element_type=acc)  # (C_out, C_in)
+    return dw_t.T.reshape(*(1,) * nd, x.shape[-1], dz.shape[-1]).astype(x.dtype)
 
 
 def fast_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
@@ -446,24 +471,80 @@ def fast_input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], sp
 
 
 # ---------------------------------------------------------------------------------------------
+# One formulation per backend, chosen when the computation is lowered
+# ---------------------------------------------------------------------------------------------
+# The formulations above were measured faster on XLA:CPU. A GPU or TPU compiler recognises the canonical
+# forms instead -- one convolution forward, the input gradient as one convolution with lhs_dilation =
+# stride, the weight gradient as one batch-contracting convolution -- and hands them to cuDNN's
+# backward-data / backward-filter kernels or the TPU's convolution unit. ``lax.platform_dependent``
+# picks per platform at lowering time, so one jitted function lowered for CPU and for CUDA/ROCm/TPU gets
+# each its own. ``use_formulation`` forces one (tests run both on a CPU and compare them).
+
+FORMULATIONS = ("auto", "cpu", "canonical")
+_FORMULATION: contextvars.ContextVar[str] = contextvars.ContextVar("jaxcnn_conv_formulation", default="auto")
+
+
+@contextlib.contextmanager
+def use_formulation(name: str):
+    """Trace the convolutions inside the block with ``"cpu"`` (the XLA:CPU formulations), ``"canonical"``
+    (the single-call forms accelerators expect), or ``"auto"`` (the default: by lowering platform).
+    It applies when a function is traced: a function already jitted keeps what it was traced with."""
+    if name not in FORMULATIONS:
+        raise ValueError(f"Unknown formulation: {name!r}. It needs to be one of {list(FORMULATIONS)}")
+    token = _FORMULATION.set(name)
+    try:
+        yield
+    finally:
+        _FORMULATION.reset(token)
+
+
+def _by_backend(cpu: Callable, canonical: Callable, *args: jax.Array) -> jax.Array:
+    mode = _FORMULATION.get()
+    if mode == "cpu":
+        return cpu(*args)
+    if mode == "canonical":
+        return canonical(*args)
+    return lax.platform_dependent(*args, cpu=cpu, default=canonical)
+
+
+def backend_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    return _by_backend(lambda x, w: fast_forward(x, w, spec), lambda x, w: forward(x, w, spec), x, w)
+
+
+def backend_input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    return _by_backend(
+        lambda dz, w: fast_input_grad(dz, w, in_spatial, spec),
+        lambda dz, w: input_grad_dilated(dz, w, in_spatial, spec),
+        dz,
+        w,
+    )
+
+
+def backend_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
+    return _by_backend(
+        lambda x, dz: fast_weight_grad(x, dz, window, spec), lambda x, dz: weight_grad(x, dz, window, spec), x, dz
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # conv
 # ---------------------------------------------------------------------------------------------
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    return fast_forward(x, w, spec)
+    return backend_forward(x, w, spec)
 
 
 def _conv_fwd(x, w, spec):
-    return fast_forward(x, w, spec), (x, w)
+    return backend_forward(x, w, spec), (x, w)
 
 
 def _conv_bwd(spec, residuals, dz):
     x, w = residuals
     nd = x.ndim - 2
-    dx = fast_input_grad(dz, w, x.shape[1:-1], spec)
-    dw = fast_weight_grad(x, dz, w.shape[:nd], spec)
+    dx = backend_input_grad(dz, w, x.shape[1:-1], spec)
+    dw = backend_weight_grad(x, dz, w.shape[:nd], spec)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
@@ -497,19 +578,19 @@ def conv(x: Any, w: Any, *, stride: Any = 1, padding: Any = "VALID", dilation: A
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_transpose(x: jax.Array, w: jax.Array, spec: ConvSpec, out_spatial: tuple[int, ...]) -> jax.Array:
-    return fast_input_grad(x, w, out_spatial, spec)
+    return backend_input_grad(x, w, out_spatial, spec)
 
 
 def _conv_transpose_fwd(x, w, spec, out_spatial):
-    return fast_input_grad(x, w, out_spatial, spec), (x, w)
+    return backend_input_grad(x, w, out_spatial, spec), (x, w)
 
 
 def _conv_transpose_bwd(spec, out_spatial, residuals, dy):
     x, w = residuals
     nd = x.ndim - 2
     # y = A^T x, so dx = A dy and dw is A's weight gradient with input dy and cotangent x.
-    dx = fast_forward(dy, w, spec)
-    dw = fast_weight_grad(dy, x, w.shape[:nd], spec)
+    dx = backend_forward(dy, w, spec)
+    dw = backend_weight_grad(dy, x, w.shape[:nd], spec)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

@@ -21,13 +21,15 @@ OPS = ("dense",)  # the ops this module adds to jaxcnn.ops
 __all__ = [*OPS, "check_dense"]
 
 
-def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jnp.matmul(x, w)
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` with bfloat16/float16 products summed in float32, rounded once to the result dtype."""
+    dtype = jnp.result_type(a, b)
+    return jnp.matmul(a, b, preferred_element_type=jnp.promote_types(dtype, jnp.float32)).astype(dtype)
 
 
 def _weight_grad(x: jax.Array, dz: jax.Array) -> jax.Array:
     """``x^T dz`` with every leading axis contracted."""
-    return jnp.matmul(x.reshape(-1, x.shape[-1]).T, dz.reshape(-1, dz.shape[-1]))
+    return _matmul(x.reshape(-1, x.shape[-1]).T, dz.reshape(-1, dz.shape[-1]))
 
 
 @jax.custom_vjp
@@ -41,7 +43,7 @@ def _dense_fwd(x, w):
 
 def _dense_bwd(residuals, dz):
     x, w = residuals
-    return jnp.matmul(dz, w.T).astype(x.dtype), _weight_grad(x, dz).astype(w.dtype)
+    return _matmul(dz, w.T).astype(x.dtype), _weight_grad(x, dz).astype(w.dtype)
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)

@@ -14,6 +14,9 @@ Batch norm: per channel (the last axis), over the ``m`` elements of every other 
 The last line's second half is the cotangent of the two statistics the op also returns (layers feed
 them to running averages, usually under ``stop_gradient``, in which case they are zero). Statistics are
 accumulated in at least float32, so bfloat16 inputs are normalised accurately; ``y`` has ``x``'s dtype.
+The residuals are ``x`` in its own dtype and the float32 mean and ``1 / sqrt(var + eps)`` per channel;
+``xhat`` is recomputed from them in the backward pass (under bfloat16 mixed precision no float32 copy of
+the activation is kept).
 
 Local response normalisation across channels (PyTorch's ``local_response_norm``; AlexNet uses ``size=5,
 alpha=1e-4, beta=0.75, k=2``). Channel ``c`` is divided by a power of the sum of squares over its window
@@ -74,23 +77,25 @@ def _batch_norm(x, scale, offset, epsilon):
 
 
 def _batch_norm_fwd(x, scale, offset, epsilon):
-    y, mean, var, xhat, inv_std = _normalize(x, scale, offset, epsilon)
-    return (y, mean, var), (xhat, inv_std, scale, offset)
+    y, mean, var, _, inv_std = _normalize(x, scale, offset, epsilon)
+    # Residuals in the compute dtype: x itself (bfloat16 under mixed precision) and the per-channel
+    # statistics in float32; xhat is recomputed in the backward pass rather than stored at float32.
+    return (y, mean, var), (x, mean, inv_std, scale, offset)
 
 
 def _batch_norm_bwd(epsilon, residuals, cotangents):
-    xhat, inv_std, scale, offset = residuals
+    x, mean, inv_std, scale, offset = residuals
     dy, dmean, dvar = cotangents
-    x_dtype = dy.dtype  # y has x's dtype, so its cotangent does too
-    axes = tuple(range(xhat.ndim - 1))
-    m = xhat.size // xhat.shape[-1]
-    dy = dy.astype(xhat.dtype)
+    axes = tuple(range(x.ndim - 1))
+    m = x.size // x.shape[-1]
+    centered = x.astype(mean.dtype) - mean
+    xhat = centered * inv_std
+    dy = dy.astype(mean.dtype)
     dbeta = jnp.sum(dy, axis=axes)
     dgamma = jnp.sum(dy * xhat, axis=axes)
     dx = (scale * inv_std) * (dy - dbeta / m - xhat * (dgamma / m))
-    # x - mu = xhat / inv_std
-    dx = dx + dmean / m + dvar * (2 / m) * (xhat / inv_std)
-    return dx.astype(x_dtype), dgamma.astype(scale.dtype), dbeta.astype(offset.dtype)
+    dx = dx + dmean / m + dvar * (2 / m) * centered
+    return dx.astype(x.dtype), dgamma.astype(scale.dtype), dbeta.astype(offset.dtype)
 
 
 _batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)

@@ -14,15 +14,19 @@ train state), then :func:`_train_epoch` until the step budget is spent (each log
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -78,19 +82,28 @@ class _Progress:
             self.bar.stop()
 
 
+@jax.jit
+def _add_metrics(total: dict, metrics: dict) -> dict:
+    return jax.tree_util.tree_map(jnp.add, total, metrics)
+
+
 class _Window:
-    """The training metrics of the steps since the last logged row."""
+    """The training metrics of the steps since the last logged row, summed on the device: nothing is
+    read back to the host until the row is written (one read per log window, not one per step)."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.loss, self.accuracy, self.steps, self.start = 0.0, 0.0, 0, time.perf_counter()
+        self.sums, self.steps, self.start = None, 0, time.perf_counter()
 
     def add(self, metrics: dict) -> None:
-        self.loss += float(metrics["loss"])
-        self.accuracy += float(metrics["accuracy"])
+        self.sums = metrics if self.sums is None else _add_metrics(self.sums, metrics)
         self.steps += 1
+
+    def means(self) -> dict:
+        """The window's mean of each metric (the one read from the device)."""
+        return {k: float(v) / self.steps for k, v in jax.device_get(self.sums).items()}
 
 
 @dataclasses.dataclass
@@ -117,6 +130,7 @@ class _Run:
     window: _Window = dataclasses.field(default_factory=_Window)
     saved_step: int = -1  # the step last checkpointed, and the last evaluation: a run that ends on an
     last_eval: tuple = (-1, None)  # epoch boundary has already saved and evaluated its final state
+    transfer_guard: str | None = None
     step_fn: Callable | None = None
     eval_step: Callable | None = None
     bar: _Progress | None = None
@@ -202,7 +216,9 @@ def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, 
     if mesh is not None:
         state = distributed.replicate(state, mesh)
     run.step = int(state.step)
-    run.step_fn = make_train_step(model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype)
+    run.step_fn = make_train_step(
+        model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype, donate=True
+    )
     run.eval_step = make_eval_step(model, eval_loss_fn or loss_fn, compute_dtype=compute_dtype)
     run.bar = _Progress(total_steps, run.step, run.writer and (sys.stderr.isatty() if progress is None else progress))
     return run, state
@@ -222,11 +238,12 @@ def _log(run: _Run, row: dict) -> None:
 def _log_window(run: _Run, epoch: int) -> None:
     """One training row: the mean loss and accuracy of the window, the learning rate, the throughput."""
     w, elapsed = run.window, time.perf_counter() - run.window.start
+    means = w.means()
     row = {
         "step": run.step,
         "epoch": epoch + (run.step - epoch * run.steps_per_epoch) / run.steps_per_epoch,
-        "loss": w.loss / w.steps,
-        "accuracy": w.accuracy / w.steps,
+        "loss": means["loss"],
+        "accuracy": means["accuracy"],
         "lr": float(run.learning_rate(run.step - 1)) if run.learning_rate is not None else None,
         "examples_per_s": w.steps * run.batch_size / elapsed if elapsed > 0 else None,
     }
@@ -288,7 +305,7 @@ def _epoch_batches(run: _Run, epoch: int, start_step: int):
     x, y, size = run.data.x_train, run.data.y_train, run.batch_size
     if run.mesh is None:
         for xb, yb in batches(x, y, size, seed=run.seed, epoch=epoch, start_step=start_step):
-            yield jax.numpy.asarray(xb), jax.numpy.asarray(yb)
+            yield jax.device_put((np.asarray(xb), np.asarray(yb)))  # explicit and asynchronous
         return
     rows = distributed.process_batch_slice(size, run.mesh)
     order = epoch_permutation(len(x), seed=run.seed, epoch=epoch)
@@ -297,22 +314,42 @@ def _epoch_batches(run: _Run, epoch: int, start_step: int):
         yield distributed.shard_batch((np.asarray(x[idx]), np.asarray(y[idx])), run.mesh)
 
 
+def _prefetched(batches: Iterator) -> Iterator:
+    """Double buffering: batch ``n + 1`` is gathered and its transfer to the device started before batch
+    ``n`` is handed out, so it travels while step ``n`` runs (the steps are dispatched asynchronously)."""
+    upcoming = deque(itertools.islice(batches, 2))
+    while upcoming:
+        current = upcoming.popleft()
+        upcoming.extend(itertools.islice(batches, 1))
+        yield current
+
+
 def _train_epoch(run: _Run, state: TrainState) -> TrainState:
-    """The rest of the current epoch (or of the step budget): step, log, checkpoint; evaluate at its end."""
+    """The rest of the current epoch (or of the step budget): step, log, checkpoint; evaluate at its end.
+
+    Between log rows nothing waits for the device: the metrics add up on it, the next batch is already on
+    its way, and the donated train state is updated in place."""
     epoch, start_step = divmod(run.step, run.steps_per_epoch)
-    for xb, yb in _epoch_batches(run, epoch, start_step):
-        state, metrics = run.step_fn(state, xb, yb)
-        run.step += 1
-        run.window.add(metrics)
-        if run.step % run.log_every == 0 or run.step == run.total_steps:
-            _log_window(run, epoch)
-        if run.checkpoint_every and run.step % run.checkpoint_every == 0:
-            _checkpoint(run, state)
-        if run.step >= run.total_steps:
-            break
+    with _guarded(run.transfer_guard):
+        for xb, yb in _prefetched(_epoch_batches(run, epoch, start_step)):
+            state, metrics = run.step_fn(state, xb, yb)
+            run.step += 1
+            run.window.add(metrics)
+            with _guarded("allow"):  # the reads a log row or a checkpoint needs
+                if run.step % run.log_every == 0 or run.step == run.total_steps:
+                    _log_window(run, epoch)
+                if run.checkpoint_every and run.step % run.checkpoint_every == 0:
+                    _checkpoint(run, state)
+            if run.step >= run.total_steps:
+                break
     if run.step % run.steps_per_epoch == 0:
         _end_epoch(run, state)
     return state
+
+
+def _guarded(level: str | None):
+    """``jax.transfer_guard(level)``, or nothing for None."""
+    return jax.transfer_guard(level) if level else contextlib.nullcontext()
 
 
 def fit(
@@ -337,6 +374,7 @@ def fit(
     devices: int | Any | None = None,
     mesh: jax.sharding.Mesh | None = None,
     compute_dtype: Any = None,
+    transfer_guard: str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` (``x_train, y_train, x_test, y_test`` attributes) for ``epochs``.
 
@@ -365,6 +403,12 @@ def fit(
     ``loss_fn(outputs, labels)`` is minimised; ``eval_loss_fn`` (default ``loss_fn``) is the test loss
     reported (GoogLeNet trains on its auxiliary heads too but is evaluated on its logits).
 
+    Between two log rows the loop never waits for the device: metrics add up on it and are read once
+    per row (and once per evaluation), the next batch is sent with an explicit ``jax.device_put`` while
+    the current step runs, and the train state is donated to the step. ``transfer_guard="disallow"`` runs
+    those steps under ``jax.transfer_guard``, so an implicit transfer there raises (a check for
+    accelerator runs; on a CPU device-to-host reads cost nothing and are not caught).
+
     ``compute_dtype`` (e.g. ``jnp.bfloat16``): mixed precision as in :func:`make_objective`; parameters,
     optimizer state, gradients and the loss stay float32. Evaluation uses the same compute dtype.
     """
@@ -374,6 +418,7 @@ def fit(
         checkpoint_every=checkpoint_every, log_every=log_every, meta=meta, progress=progress,
         max_steps=max_steps, devices=devices, mesh=mesh, compute_dtype=compute_dtype,
     )  # fmt: skip
+    run.transfer_guard = transfer_guard
     try:
         while run.step < run.total_steps:
             state = _train_epoch(run, state)

@@ -175,11 +175,14 @@ def make_train_step(
     *,
     mesh: jax.sharding.Mesh | None = None,
     compute_dtype: Any = None,
+    donate: bool = False,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"})``.
 
     ``augment(key, x)``, if given, transforms the batch with the step's key before the forward pass.
-    ``compute_dtype``: the mixed-precision policy of :func:`make_objective`.
+    ``compute_dtype``: the mixed-precision policy of :func:`make_objective`. ``donate=True`` donates
+    ``state`` to the step (its buffers are reused for the new state, so parameters and optimizer state
+    are not held twice in device memory; the ``state`` passed in must not be used again).
 
     With ``mesh`` (a 1-D mesh from :func:`jaxcnn.distributed.make_mesh`) the step is jitted with
     ``in_shardings=(replicated, data, data)`` and ``out_shardings=(replicated, replicated)``: ``state``
@@ -208,10 +211,11 @@ def make_train_step(
             "accuracy": accuracy,
         }
 
+    donation = {"donate_argnums": 0} if donate else {}
     if mesh is None:
-        return jax.jit(step)
+        return jax.jit(step, **donation)
     replicated, split = distributed.replicated_sharding(mesh), distributed.data_sharding(mesh)
-    return jax.jit(step, in_shardings=(replicated, split, split), out_shardings=(replicated, replicated))
+    return jax.jit(step, in_shardings=(replicated, split, split), out_shardings=(replicated, replicated), **donation)
 
 
 def make_eval_step(model: Layer, loss_fn: Callable = cross_entropy_loss, *, compute_dtype: Any = None) -> Callable:

@@ -1,0 +1,223 @@
+"""Ready for accelerators: the formulation chosen per backend at lowering time (checked on the StableHLO a
+GPU or TPU would get, lowered on this CPU), both formulations equal, a training loop that does not wait on
+the host between log rows, a donated train state, and mixed precision that keeps its promise."""
+
+import importlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax._src import array as jax_array
+
+from jaxcnn import data, losses, models, ops, reference, train
+from jaxcnn.layers.core import describe
+
+conv_module = importlib.import_module("jaxcnn.ops.conv")  # (jaxcnn.ops.conv is the function)
+norm_module = importlib.import_module("jaxcnn.ops.norm")
+CONV_KINDS = {"Conv": 1, "DepthwiseConv": 1, "SeparableConv": 2, "ConvTranspose": 1}
+
+
+def _lowered(name: str, batch: int, platform: str) -> str:
+    spec = models.MODELS[name]
+    model = models.build(name, 10, for_training=True)
+    loss = train.aux_cross_entropy_loss if spec.outputs == "logits+aux" else train.cross_entropy_loss
+    shape = (batch, *(min(n, 64) for n in spec.input_shape[:-1]), spec.input_shape[-1])
+    state = jax.eval_shape(lambda: train.init_train_state(model, shape, optax.sgd(0.1), 0))
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    if spec.outputs == "images":  # the autoencoder: the gradient of its reconstruction error
+        step = jax.jit(jax.grad(lambda p, s, x: losses.mse(model.apply(p, s, x)[0], x)))
+        return step.trace(state.params, state.model_state, x).lower(lowering_platforms=(platform,)).as_text()
+    step = train.make_train_step(model, optax.sgd(0.1), loss)
+    traced = step.trace(state, x, jax.ShapeDtypeStruct((batch,), jnp.int32))
+    return traced.lower(lowering_platforms=(platform,)).as_text()
+
+
+def _leaves(layer):
+    """The descriptions of every leaf layer under ``layer`` (jaxcnn.layers.core.describe)."""
+    info = describe(layer)
+    if info is None or not info.children:
+        return [info] if info is not None else []
+    return [leaf for _, child in info.children for leaf in _leaves(child)]
+
+
+def _conv_layers(name: str) -> tuple[int, int]:
+    """(convolution calls in the forward pass, how many of them are strided convolutions)."""
+    convs = [i for i in _leaves(models.build(name, 10, for_training=True)) if i.kind in CONV_KINDS]
+    calls = sum(CONV_KINDS[i.kind] for i in convs)
+    stride = lambda s: max(s) if isinstance(s, tuple) else s
+    strided = sum(1 for i in convs if i.kind != "ConvTranspose" and stride(i.config["stride"]) > 1)
+    return calls, strided
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_accelerators_get_the_canonical_convolutions(name):
+    """At most three convolutions per conv layer (forward, input gradient, weight gradient), no unrolled
+    weight-gradient chunks, and every strided input gradient as one convolution with lhs_dilation."""
+    calls, strided = _conv_layers(name)
+    for platform in ("cuda", "tpu"):
+        text = _lowered(name, 64, platform)
+        convs = re.findall(r"stablehlo.convolution", text)
+        dilated = [d for d in re.findall(r"lhs_dilate = \[([\d, ]+)\]", text) if set(d.split(", ")) != {"1"}]
+        assert len(convs) <= 3 * calls, (platform, len(convs), calls)
+        assert len(dilated) >= strided - 1, (platform, dilated, strided)  # the first layer needs no dx
+
+
+def test_the_cpu_gets_its_own_formulation():
+    """The check above can fail: the CPU lowering of the same step chunks resnet20's weight gradients."""
+    calls, _ = _conv_layers("resnet20")
+    assert len(re.findall(r"stablehlo.convolution", _lowered("resnet20", 64, "cpu"))) > 3 * calls
+    assert len(re.findall(r"stablehlo.convolution", _lowered("resnet20", 64, "cuda"))) <= 3 * calls
+
+
+CONFIGS = [  # (x shape, w shape, kwargs): strided, dilated, grouped, depthwise, pointwise, chunked batch
+    ((4, 9, 8, 3), (3, 3, 3, 4), dict(stride=2, padding=1)),
+    ((2, 10, 9, 4), (3, 2, 2, 6), dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=2)),
+    ((3, 8, 8, 5), (3, 3, 1, 5), dict(stride=2, padding="SAME", groups=5)),
+    ((3, 7, 7, 6), (1, 1, 6, 4), dict(stride=2)),
+    ((2, 11, 5), (4, 5, 3), dict(stride=3, padding=((2, 1),), dilation=2)),
+    ((48, 12, 12, 8), (3, 3, 8, 8), dict(padding=1)),  # float32: 3 chunks on the CPU
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", CONFIGS)
+def test_both_formulations_equal_each_other_and_the_reference(x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(0)
+    dtype = jnp.float32 if x_shape[0] >= 32 else jnp.float64
+    x, w = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape))
+    f = lambda x, w: ops.conv(x, w, **kwargs)
+    dz = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w).shape), dtype)
+    results = {}
+    for mode in ("cpu", "canonical"):
+        with ops.use_formulation(mode):
+            y, vjp = jax.vjp(f, x, w)
+            results[mode] = (y, *vjp(dz))
+    y_ref, vjp_ref = jax.vjp(lambda x, w: reference.conv(x, w, **kwargs), x, w)
+    rtol = 1e-10 if dtype == jnp.float64 else 1e-5
+    for got in results.values():
+        for a, b in zip(got, (y_ref, *vjp_ref(dz))):
+            assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) <= rtol
+
+
+def test_conv_transpose_formulations_agree():
+    rng = np.random.default_rng(1)
+    x, w = jnp.asarray(rng.standard_normal((2, 5, 4, 3))), jnp.asarray(rng.standard_normal((3, 3, 2, 3)))
+    f = lambda x, w: ops.conv_transpose(x, w, stride=2, padding=1, output_padding=1)
+    outs = []
+    for mode in ("cpu", "canonical"):
+        with ops.use_formulation(mode):
+            y, vjp = jax.vjp(f, x, w)
+            outs.append((y, *vjp(jnp.ones_like(y))))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="Unknown formulation: 'gpu'"):
+        ops.use_formulation("gpu").__enter__()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop does not wait on the host
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def device_reads(monkeypatch):
+    """Counts the arrays read back to the host (every such read goes through ``ArrayImpl._value``)."""
+    count = {"reads": 0}
+    original = jax_array.ArrayImpl._value
+
+    def counted(self):
+        count["reads"] += 1
+        return original.fget(self)
+
+    monkeypatch.setattr(jax_array.ArrayImpl, "_value", property(counted))
+    return count
+
+
+def test_fit_reads_the_device_once_per_log_window_not_per_step(device_reads):
+    reads = []
+    for num_train, log_every in ((256, 8), (1024, 32)):  # 8 or 32 steps per log row, 2 rows per epoch
+        ds = data.load("synthetic", image_shape=(28, 28), num_classes=4, num_train=num_train, num_test=64)
+        device_reads["reads"] = 0
+        # steps between log rows run under transfer_guard("disallow"): batches arrive by explicit device_put
+        result = train.fit(
+            models.lenet5(num_classes=4), ds, epochs=2, batch_size=16, optimizer=optax.sgd(0.1),
+            log_every=log_every, progress=False, transfer_guard="disallow",
+        )  # fmt: skip
+        assert len([r for r in result.history if "loss" in r]) == 4 and int(result.state.step) == 2 * num_train // 16
+        reads.append(device_reads["reads"])
+    assert reads[0] == reads[1] and reads[0] < 16, reads  # the same for 4x the steps per window
+
+
+def test_the_train_state_is_donated_to_the_step():
+    model, opt = models.lenet5(num_classes=4), optax.adam(1e-3)
+    state = train.init_train_state(model, (8, 28, 28, 1), opt, 0)
+    x, y = jnp.zeros((8, 28, 28, 1), jnp.float32), jnp.zeros((8,), jnp.int32)
+    step = train.make_train_step(model, opt, donate=True)
+    new_state, _ = step(state, x, y)
+    assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state.params))
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state.params))
+    kept = train.make_train_step(model, opt)(new_state, x, y)  # the default keeps its argument
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state.params)) and kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision
+# ---------------------------------------------------------------------------------------------
+
+
+def test_batch_norm_saves_its_residuals_in_the_compute_dtype():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 6, 6, 4)), jnp.bfloat16)
+    scale, offset = jnp.ones(4, jnp.float32), jnp.zeros(4, jnp.float32)
+    _, (saved_x, mean, inv_std, *_) = norm_module._batch_norm_fwd(x, scale, offset, 1e-5)
+    assert saved_x.dtype == jnp.bfloat16 and saved_x is x  # the activation itself, not a float32 xhat
+    assert mean.dtype == inv_std.dtype == jnp.float32 and mean.shape == inv_std.shape == (4,)
+    # and the gradient is still right: against the float32 computation on the same values
+    loss = lambda x: jnp.sum(ops.batch_norm(x, scale, offset)[0].astype(jnp.float32) ** 3)
+    g16, g32 = jax.grad(loss)(x), jax.grad(loss)(x.astype(jnp.float32))
+    assert g16.dtype == jnp.bfloat16
+    assert float(jnp.linalg.norm(g16.astype(jnp.float32) - g32) / jnp.linalg.norm(g32)) < 2e-2
+
+
+@pytest.mark.parametrize("window", [(3, 3), (1, 1)])
+def test_bfloat16_gradients_do_not_change_with_the_batch_size(window):
+    """The same 16 examples twice over (32: chunked / a dot on the CPU) give twice the weight gradient of
+    once (16: one convolution) -- every path sums bfloat16 products in float32 and rounds once."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((16, 16, 16, 32)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((*window, 32, 32)) * 0.1, jnp.bfloat16)
+    out = 16 - window[0] + 1
+    dz = jnp.asarray(rng.standard_normal((16, out, out, 32)), jnp.bfloat16)
+    grad_w = lambda x, dz: jax.vjp(lambda w: ops.conv(x, w), w)[1](dz)[0]
+    once = grad_w(x, dz).astype(jnp.float32)
+    twice = grad_w(jnp.concatenate([x, x]), jnp.concatenate([dz, dz])).astype(jnp.float32)
+    assert conv_module.weight_grad_chunks(32, jnp.bfloat16, 14 * 14 * 9 * 32) > 1  # the CPU chunks the 32
+    np.testing.assert_allclose(np.asarray(twice), 2 * np.asarray(once), rtol=8e-3, atol=1e-2)
+    # both within bfloat16 rounding of the float32 gradient
+    exact = jax.vjp(lambda w: ops.conv(x.astype(jnp.float32), w), w.astype(jnp.float32))[1](dz.astype(jnp.float32))[0]
+    assert float(jnp.max(jnp.abs(once - exact)) / jnp.max(jnp.abs(exact))) < 8e-3
+
+
+def _product_types(text: str) -> list[tuple[str, str]]:
+    """(operand dtype, result dtype) of every convolution and matrix product in a StableHLO module."""
+    found = []
+    for line in text.splitlines():
+        if "stablehlo.convolution" in line or "stablehlo.dot_general" in line:
+            match = re.search(r":\s*\(tensor<[^>]*x(\w+)>, tensor<[^>]*>\)\s*->\s*tensor<[^>]*x(\w+)>", line)
+            if match:
+                found.append(match.groups())
+    return found
+
+
+@pytest.mark.parametrize("platform", ["cuda", "cpu"])
+def test_bfloat16_products_are_summed_in_float32(platform):
+    """Under the bfloat16 policy every convolution and matrix product -- forward, input and weight
+    gradients, chunked or not -- takes bfloat16 operands and produces float32 sums (rounded once after)."""
+    model, opt = models.resnet20(), optax.sgd(0.1)
+    state = jax.eval_shape(lambda: train.init_train_state(model, (64, 32, 32, 3), opt, 0))
+    step = train.make_train_step(model, opt, compute_dtype=jnp.bfloat16)
+    x, y = jax.ShapeDtypeStruct((64, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((64,), jnp.int32)
+    types = _product_types(step.trace(state, x, y).lower(lowering_platforms=(platform,)).as_text())
+    bf16 = [result for operand, result in types if operand == "bf16"]
+    assert len(bf16) >= 3 * 21 and set(bf16) == {"f32"}, sorted(set(types))
