@@ -211,3 +211,17 @@ def test_the_cli_and_the_suite_do_not_import_each_other_in_a_circle():
         "import jaxcnn.bench.suite, jaxcnn.bench.models, jaxcnn.bench.ops, jaxcnn.bench.report"
     )
     assert "jaxcnn.bench.models" in suite_modules and "jaxcnn.cli" not in suite_modules
+
+
+def test_the_accelerator_benchmark_says_when_it_measured_nothing(tmp_path, capsys):
+    from jaxcnn.bench import accelerator
+
+    assert accelerator.main(["--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "accelerator.json").read_text())
+    if jax.default_backend() == "cpu":
+        assert record["meta"]["measured"] is False and record["rows"] == []
+        assert "only a CPU is present" in capsys.readouterr().out
+    assert accelerator.main(["--allow-cpu", "--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "accelerator.json").read_text())["rows"]
+    assert {(r["model"], r["dtype"]) for r in rows} == {("lenet5", "float32"), ("lenet5", "bfloat16")}
+    assert all(r["jaxcnn_ms"] > 0 and r["autodiff_ms"] > 0 and r["flax_ms"] > 0 for r in rows)

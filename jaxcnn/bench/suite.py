@@ -21,15 +21,15 @@ from . import output
 
 def run(args: argparse.Namespace) -> int:
     """Run the parts named by ``args.parts`` (``args``: ``quick``, ``out``, ``parts``, ``repeats``)."""
-    from . import models, ops, report, scaling
+    from . import accelerator, models, ops, report, scaling
 
     directory = Path(args.out or output.default_dir(args.quick))
     common = ["--out", str(directory)] + (["--quick"] if args.quick else [])
     if args.repeats is not None:
         common += ["--repeats", str(args.repeats)]
-    mains = {"ops": ops.main, "models": models.main, "scaling": scaling.main}
+    mains = {"ops": ops.main, "models": models.main, "scaling": scaling.main, "accelerator": accelerator.main}
     start = time.perf_counter()
-    for part in ("ops", "models", "scaling"):
+    for part in ("ops", "models", "scaling", "accelerator"):
         if part in args.parts:
             print(f"\n== {part} ({time.perf_counter() - start:.0f} s)", flush=True)
             status = mains[part](common)
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PARTS = ("ops", "models", "scaling", "report")
+PARTS = ("ops", "models", "scaling", "report", "accelerator")
+DEFAULT_PARTS = ("ops", "models", "scaling", "report")  # accelerator: on request (a GPU or TPU host)
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", metavar="DIR", help="directory for the JSON, report.md and plots (default benchmarks/results[/quick])"
     )
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to run (default all)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(DEFAULT_PARTS),
+        help="what to run (default: all but accelerator, which times the steps on a GPU or TPU)",
+    )
     parser.add_argument("--repeats", type=_positive_int, help="timed rounds per case (default: per benchmark)")
 
 
