@@ -317,8 +317,12 @@ def test_optax_training_step_reduces_the_loss_without_recompiling():
     optimizer = optax.adam(1e-3)
     opt_state = optimizer.init(params)
 
+    traces = []
+
     @jax.jit
     def step(params, state, opt_state, key):
+        traces.append(1)  # runs once per trace; a retrace is what a recompilation starts with
+
         def loss(p):
             logits, new_state = model.apply(p, state, x, key=key, train=True)
             return losses.softmax_cross_entropy(logits, labels), new_state
@@ -333,7 +337,10 @@ def test_optax_training_step_reduces_the_loss_without_recompiling():
     before = eval_loss(params)
     for i in range(10):
         params, state, opt_state, _ = step(params, state, opt_state, jax.random.key(i))
-    assert step._cache_size() == 1
+    # One trace, so one compilation. (The C++ dispatch cache, ``step._cache_size()``, read 0 rather than
+    # 1 in two full-suite runs, never alone; the cause was not found. It is bounded here; the trace count
+    # is the deterministic check.)
+    assert len(traces) == 1 and step._cache_size() <= 1
     assert eval_loss(params) < 0.5 * before
 
 

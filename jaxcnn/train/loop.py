@@ -237,8 +237,9 @@ def _log(run: _Run, row: dict) -> None:
 
 def _log_window(run: _Run, epoch: int) -> None:
     """One training row: the mean loss and accuracy of the window, the learning rate, the throughput."""
-    w, elapsed = run.window, time.perf_counter() - run.window.start
-    means = w.means()
+    w = run.window
+    means = w.means()  # waits for the window's last step: the time below is the device's, not the host's
+    elapsed = time.perf_counter() - w.start
     row = {
         "step": run.step,
         "epoch": epoch + (run.step - epoch * run.steps_per_epoch) / run.steps_per_epoch,
@@ -330,9 +331,13 @@ def _train_epoch(run: _Run, state: TrainState) -> TrainState:
     Between log rows nothing waits for the device: the metrics add up on it, the next batch is already on
     its way, and the donated train state is updated in place."""
     epoch, start_step = divmod(run.step, run.steps_per_epoch)
+    in_flight = None
     with _guarded(run.transfer_guard):
         for xb, yb in _prefetched(_epoch_batches(run, epoch, start_step)):
             state, metrics = run.step_fn(state, xb, yb)
+            if in_flight is not None:  # at most two steps queued: the device stays busy, the host does not
+                jax.block_until_ready(in_flight)  # run ahead (waiting is not a transfer: nothing is read)
+            in_flight = metrics
             run.step += 1
             run.window.add(metrics)
             with _guarded("allow"):  # the reads a log row or a checkpoint needs
