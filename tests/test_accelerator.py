@@ -162,6 +162,34 @@ def test_the_train_state_is_donated_to_the_step():
     assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state.params)) and kept
 
 
+def test_fit_donates_on_accelerators_by_default_and_gives_the_same_run_either_way():
+    from types import SimpleNamespace
+
+    from jaxcnn.train import loop
+
+    def mesh_on(platform):
+        return SimpleNamespace(devices=np.array([SimpleNamespace(platform=platform)]))
+
+    assert [loop._donates(None, mesh_on(p)) for p in ("gpu", "tpu", "cpu")] == [True, True, False]
+    assert loop._donates(None, None) is False  # this machine: XLA:CPU
+    assert loop._donates(True, mesh_on("cpu")) and not loop._donates(False, mesh_on("gpu"))
+    ds = data.load("synthetic", image_shape=(28, 28), num_classes=4, num_train=64, num_test=16)
+    runs = [
+        train.fit(
+            models.lenet5(num_classes=4), ds, epochs=2, batch_size=16, optimizer=optax.adam(1e-2), log_every=2,
+            progress=False, donate=donate,
+        )
+        for donate in (False, True)
+    ]  # fmt: skip
+    for a, b in zip(*(jax.tree_util.tree_leaves(r.state) for r in runs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def logged(run):
+        return [{k: v for k, v in row.items() if k != "examples_per_s"} for row in run.history]
+
+    assert logged(runs[0]) == logged(runs[1]) and runs[0].test["loss"] == runs[1].test["loss"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Mixed precision
 # ---------------------------------------------------------------------------------------------

@@ -158,6 +158,16 @@ def _fit_mesh(data, epochs: int, batch_size: int, devices, mesh) -> jax.sharding
     return mesh
 
 
+def _donates(donate: bool | None, mesh: jax.sharding.Mesh | None) -> bool:
+    """``donate``, or by default: on a GPU or TPU, where donation keeps parameters and optimizer state
+    from being held twice in device memory. Not on XLA:CPU, where host memory is plentiful and the
+    donated loop measured ~7% slower per step (fashion_cnn, batch 128: ~160 vs ~149 ms)."""
+    if donate is not None:
+        return bool(donate)
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    return device.platform != "cpu"
+
+
 def _truncate_metrics(path: Path, last_step: int, *, write: bool = True) -> list[dict]:
     """Keep the rows up to ``last_step`` (a resumed run will log the later ones again).
 
@@ -200,7 +210,8 @@ def _open_out_dir(run: _Run, state: TrainState, resume: bool) -> TrainState:
 
 
 def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, loss_fn, eval_loss_fn, augment, out_dir,
-            resume, checkpoint_every, log_every, meta, progress, max_steps, devices, mesh, compute_dtype):  # fmt: skip
+            resume, checkpoint_every, log_every, meta, progress, max_steps, devices, mesh, compute_dtype,
+            donate):  # fmt: skip
     """The run's configuration, its jitted steps and progress bar, and the initial (or resumed) state."""
     mesh = _fit_mesh(data, epochs, batch_size, devices, mesh)
     compute_dtype = as_compute_dtype(compute_dtype)
@@ -217,7 +228,7 @@ def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, 
         state = distributed.replicate(state, mesh)
     run.step = int(state.step)
     run.step_fn = make_train_step(
-        model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype, donate=True
+        model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype, donate=_donates(donate, mesh)
     )
     run.eval_step = make_eval_step(model, eval_loss_fn or loss_fn, compute_dtype=compute_dtype)
     run.bar = _Progress(total_steps, run.step, run.writer and (sys.stderr.isatty() if progress is None else progress))
@@ -329,7 +340,7 @@ def _train_epoch(run: _Run, state: TrainState) -> TrainState:
     """The rest of the current epoch (or of the step budget): step, log, checkpoint; evaluate at its end.
 
     Between log rows nothing waits for the device: the metrics add up on it, the next batch is already on
-    its way, and the donated train state is updated in place."""
+    its way, and a donated train state is updated in place."""
     epoch, start_step = divmod(run.step, run.steps_per_epoch)
     in_flight = None
     with _guarded(run.transfer_guard):
@@ -380,6 +391,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     compute_dtype: Any = None,
     transfer_guard: str | None = None,
+    donate: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` (``x_train, y_train, x_test, y_test`` attributes) for ``epochs``.
 
@@ -410,7 +422,8 @@ def fit(
 
     Between two log rows the loop never waits for the device: metrics add up on it and are read once
     per row (and once per evaluation), the next batch is sent with an explicit ``jax.device_put`` while
-    the current step runs, and the train state is donated to the step. ``transfer_guard="disallow"`` runs
+    the current step runs, and (``donate``; by default on GPU and TPU, not on CPU) the train state is
+    donated to the step, its buffers reused for the next. ``transfer_guard="disallow"`` runs
     those steps under ``jax.transfer_guard``, so an implicit transfer there raises (a check for
     accelerator runs; on a CPU device-to-host reads cost nothing and are not caught).
 
@@ -421,7 +434,7 @@ def fit(
         model, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         seed=seed, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn, augment=augment, out_dir=out_dir, resume=resume,
         checkpoint_every=checkpoint_every, log_every=log_every, meta=meta, progress=progress,
-        max_steps=max_steps, devices=devices, mesh=mesh, compute_dtype=compute_dtype,
+        max_steps=max_steps, devices=devices, mesh=mesh, compute_dtype=compute_dtype, donate=donate,
     )  # fmt: skip
     run.transfer_guard = transfer_guard
     try:
