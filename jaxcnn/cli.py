@@ -173,10 +173,11 @@ def _banner(config, data, mesh, out) -> str:
 def train_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    _join_processes(args)  # first: jax.distributed.initialize must precede any JAX computation
-    import jax
-
     from .train import run
+
+    run.prefer_xla_cpu_convolutions()  # first: XLA reads its flags when the backend starts
+    _join_processes(args)  # then: jax.distributed.initialize must precede any JAX computation
+    import jax
 
     args.out_dir = Path(args.out) if args.out else None
     config = _run_config(args)
@@ -210,6 +211,8 @@ def train_command(args: argparse.Namespace) -> int:
 
 def eval_command(args: argparse.Namespace) -> int:
     from .train import run
+
+    run.prefer_xla_cpu_convolutions()  # the route training used: the same numbers
 
     config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir)
     print(

@@ -3,6 +3,7 @@ GPU or TPU would get, lowered on this CPU), both formulations equal, a training 
 the host between log rows, a donated train state, and mixed precision that keeps its promise."""
 
 import importlib
+import json
 import re
 
 import jax
@@ -249,3 +250,68 @@ def test_bfloat16_products_are_summed_in_float32(platform):
     types = _product_types(step.trace(state, x, y).lower(lowering_platforms=(platform,)).as_text())
     bf16 = [result for operand, result in types if operand == "bf16"]
     assert len(bf16) >= 3 * 21 and set(bf16) == {"f32"}, sorted(set(types))
+
+
+# ---------------------------------------------------------------------------------------------
+# XLA:CPU's convolution route
+# ---------------------------------------------------------------------------------------------
+
+_ROUTE_PROBE = """
+import sys
+from jaxcnn.train import run
+before = sys.argv[1] == "before"
+if not before:
+    import jax.numpy as jnp; jnp.zeros(1).block_until_ready()  # the backend starts first: too late
+added = run.prefer_xla_cpu_convolutions()
+import jax
+conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+hlo = jax.jit(conv).lower(jax.numpy.ones((8, 14, 14, 32)), jax.numpy.ones((5, 5, 32, 64))).compile().as_text()
+print(added, "ynn" in hlo)
+"""
+
+
+def _probe(when: str, xla_flags: str | None, **extra: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXCNN_CPU_CONVOLUTIONS")} | extra
+    env |= {"XLA_FLAGS": xla_flags} if xla_flags else {}
+    done = subprocess.run(
+        [sys.executable, "-c", _ROUTE_PROBE, when], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a flag of XLA:CPU")
+def test_xla_cpu_convolutions_are_chosen_before_the_backend_starts_and_only_then():
+    import jaxlib.version
+
+    if not jaxlib.version.__version__.startswith("0.10."):
+        assert _probe("before", None)[0] == "False"  # other jaxlibs are left alone
+        return
+    assert _probe("before", None) == ["True", "False"]  # XLA's own convolution, not a YNNPACK fusion
+    assert _probe("after", None) == ["False", "True"]  # the flags were read already: nothing changes
+    kept = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
+    assert _probe("before", kept) == ["False", "True"]  # a route the user chose is kept
+    assert _probe("before", None, JAXCNN_CPU_CONVOLUTIONS="jaxlib") == ["False", "True"]  # the opt-out
+
+
+def test_jaxcnn_train_records_the_route_it_trained_with(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    args = "train --dataset synthetic --epochs 1 --max-steps 2 --batch-size 16 --no-plots --out".split()
+    done = subprocess.run(
+        [sys.executable, "-m", "jaxcnn", *args, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    environment = json.loads((tmp_path / "summary.json").read_text())["environment"]
+    assert environment["backend"] == jax.default_backend() and environment["jax"] == jax.__version__
+    import jaxlib.version
+
+    expected = train.run.XLA_CPU_CONVOLUTIONS if jaxlib.version.__version__.startswith("0.10.") else ""
+    assert environment["xla_flags"] == expected
