@@ -239,3 +239,14 @@ def test_the_cpu_route_benchmark_runs_each_route_in_its_own_process(tmp_path):
         assert row["conv_ms"] > 0 and row["mnist1d_cnn_jaxcnn_ms"] > 0 and row["mnist1d_cnn_autodiff_ms"] > 0
     broken = cpu_routes.run_route("default", ["no_such_model"], 1)
     assert set(broken) == {"route", "error"}
+
+
+def test_the_full_size_benchmark_times_only_what_it_is_asked_to(tmp_path, capsys):
+    from jaxcnn.bench import fullsize
+
+    argv = ["--models", "alexnet", "--batch", "1", "--repeats", "1", "--only", "forward"]
+    assert fullsize.main([*argv, "--json", str(tmp_path / "f.json")]) == 0
+    (row,) = json.loads((tmp_path / "f.json").read_text())["rows"]
+    assert {k for k in row if k.endswith("_ms")} == {"jaxcnn_forward_ms", "autodiff_forward_ms"}
+    assert row["forward_autodiff_over_jaxcnn"] == row["autodiff_forward_ms"] / row["jaxcnn_forward_ms"]
+    assert "alexnet batch 1: forward jaxcnn" in capsys.readouterr().out

@@ -158,6 +158,11 @@ def test_activations_match_reference(name, scale, rng):
     assert_matches_reference(getattr(ops, name), getattr(reference, name), (x,))
 
 
+def test_relu_propagates_nan_and_keeps_infinities_as_numpy_and_pytorch_do():
+    x = np.array([np.nan, -np.inf, np.inf, -2.0, -0.0, 0.0, 3.5])
+    np.testing.assert_array_equal(np.asarray(ops.relu(jnp.asarray(x))), np.maximum(x, 0.0))
+
+
 def test_leaky_relu_slope(rng):
     x = _normal(rng, (4, 5))
     assert_matches_reference(ops.leaky_relu, reference.leaky_relu, (x,), negative_slope=0.2)

@@ -2,7 +2,8 @@
 224x224, jaxcnn's hand-derived VJPs against JAX autodiff of the same network (``ops=jaxcnn.reference``),
 timed alternately in one process (medians).
 
-    python -m jaxcnn.bench.fullsize [--models resnet50 vgg16] [--batch 8] [--repeats 5] [--out DIR | --json PATH]
+    python -m jaxcnn.bench.fullsize [--models resnet50 vgg16] [--batch 8] [--repeats 5] [--only forward|step]
+                                    [--out DIR | --json PATH]
 
 The forward pass is eval mode (batch norm on its running statistics, dropout off); the step is forward,
 backward (softmax cross-entropy) and SGD with momentum, train mode, float32. Writes ``fullsize.json``.
@@ -22,6 +23,8 @@ from jaxcnn import losses, models, reference
 from . import output
 from .models import LEARNING_RATE, MOMENTUM, step_fn
 from .timing import compare
+
+KINDS = ("forward", "step")
 
 
 def candidates(name: str, batch: int) -> dict:
@@ -51,26 +54,22 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["resnet50", "vgg16"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=KINDS, default=None, help="time only the forward passes or only the steps")
     output.add_output_arguments(parser)
     args = parser.parse_args(argv)
     rows = []
     for name in args.models:
         steps = candidates(name, args.batch)
-        times = {}  # the forward passes against each other, then the steps (a step's memory churn would
-        for kind in ("forward", "step"):  # otherwise land on whichever forward runs after it)
-            group = {k: f for k, f in steps.items() if k.endswith(kind)}
-            times.update(compare(group, repeats=args.repeats, warmup=1))
-        row = {"model": name, "batch": args.batch, **{k.replace(" ", "_") + "_ms": v for k, v in times.items()}}
-        row["forward_autodiff_over_jaxcnn"] = times["autodiff forward"] / times["jaxcnn forward"]
-        row["step_autodiff_over_jaxcnn"] = times["autodiff step"] / times["jaxcnn step"]
+        row, said = {"model": name, "batch": args.batch}, []
+        for kind in (args.only,) if args.only else KINDS:  # the forward passes against each other, then the
+            group = {k: f for k, f in steps.items() if k.endswith(kind)}  # steps (a step's memory churn would
+            times = compare(group, repeats=args.repeats, warmup=1)  # otherwise land on the forward after it)
+            row |= {k.replace(" ", "_") + "_ms": v for k, v in times.items()}
+            hand, twin = times[f"jaxcnn {kind}"], times[f"autodiff {kind}"]
+            row[f"{kind}_autodiff_over_jaxcnn"] = ratio = twin / hand
+            said.append(f"{kind} jaxcnn {hand:.0f} ms, autodiff {twin:.0f} ms ({ratio:.2f}x)")
         rows.append(row)
-        print(
-            f"{name} batch {args.batch}: forward jaxcnn {times['jaxcnn forward']:.0f} ms, autodiff "
-            f"{times['autodiff forward']:.0f} ms ({row['forward_autodiff_over_jaxcnn']:.2f}x); step jaxcnn "
-            f"{times['jaxcnn step']:.0f} ms, autodiff {times['autodiff step']:.0f} ms "
-            f"({row['step_autodiff_over_jaxcnn']:.2f}x)",
-            flush=True,
-        )
+        print(f"{name} batch {args.batch}: " + "; ".join(said), flush=True)
     meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats}
     output.write_json(output.json_path(args, "fullsize"), {"meta": meta, "rows": rows})
     return 0

@@ -45,7 +45,11 @@ def _zero(x):
 
 @jax.custom_vjp
 def _relu(x):
-    return jnp.maximum(x, _zero(x))
+    # A select, not jnp.maximum: jaxlib 0.10's default XLA:CPU route hands `maximum` to YNNPACK, which
+    # then fuses a whole conv/ReLU/pool stack into one subgraph that ran VGG-16's forward 2.2x slower
+    # than one fusion per convolution (benchmarks/NOTES.md). x < 0 is false for NaN, so NaN propagates.
+    zero = _zero(x)
+    return lax.select(x < zero, jnp.broadcast_to(zero, x.shape), x)
 
 
 def _relu_fwd(x):
