@@ -352,17 +352,23 @@ def test_batch_norm_eval_uses_running_statistics_deterministically():
 def test_batch_norm_under_jit_with_static_train():
     layer = layers.BatchNorm()
     _, params, state = layer.init(KEY, (4, 6, 6, 3))
-    apply = jax.jit(layer.apply, static_argnames="train")
+    traces = []  # the train flag of each trace: a recompilation starts with a retrace
+
+    def counted(*args, train):
+        traces.append(train)
+        return layer.apply(*args, train=train)
+
+    apply = jax.jit(counted, static_argnames="train")
     x1, x2 = normal((4, 6, 6, 3), seed=1, dtype=jnp.float32), normal((4, 6, 6, 3), seed=2, dtype=jnp.float32)
     y, s1 = apply(params, state, x1, train=True)
     y_eager, s_eager = layer.apply(params, state, x1, train=True)
     np.testing.assert_allclose(y, y_eager, rtol=1e-5, atol=1e-6)
     assert relative_error(s1, s_eager) < 1e-6
     _, s2 = apply(params, s1, x2, train=True)  # same shapes and dtypes: no recompilation
-    assert apply._cache_size() == 1
+    assert traces == [True] and apply._cache_size() <= 1  # (see _cache_size in tests/helpers.py)
     y_eval, s_eval = apply(params, s2, x1, train=False)
     np.testing.assert_allclose(y_eval, layer.apply(params, s2, x1)[0], rtol=1e-5, atol=1e-6)
-    assert apply._cache_size() == 2
+    assert traces == [True, False] and apply._cache_size() <= 2
     with pytest.raises(TypeError, match="train must be a Python bool"):
         layer.apply(params, state, x1, train=jnp.array(True))
 

@@ -337,9 +337,7 @@ def test_optax_training_step_reduces_the_loss_without_recompiling():
     before = eval_loss(params)
     for i in range(10):
         params, state, opt_state, _ = step(params, state, opt_state, jax.random.key(i))
-    # One trace, so one compilation. (The C++ dispatch cache, ``step._cache_size()``, read 0 rather than
-    # 1 in two full-suite runs, never alone; the cause was not found. It is bounded here; the trace count
-    # is the deterministic check.)
+    # One trace, so one compilation (see _cache_size in tests/helpers.py).
     assert len(traces) == 1 and step._cache_size() <= 1
     assert eval_loss(params) < 0.5 * before
 

@@ -76,14 +76,19 @@ def test_resume_in_process_is_bit_identical(tiny_data, tmp_path):
 
 
 def test_jitted_step_does_not_recompile(tiny_data):
-    model = models.lenet5(num_classes=4)
-    opt = optax.adam(1e-3)
+    lenet, traces = models.lenet5(num_classes=4), []
+
+    def apply(*args, **kwargs):  # runs once per trace of the step: a recompilation starts with a retrace
+        traces.append(1)
+        return lenet.apply(*args, **kwargs)
+
+    model, opt = lenet._replace(apply=apply), optax.adam(1e-3)
     state = train.init_train_state(model, (32, 28, 28, 1), opt, seed=0)
     step = train.make_train_step(model, opt)
     x, y = jnp.asarray(tiny_data.x_train[:32]), jnp.asarray(tiny_data.y_train[:32])
     state, _ = step(state, x, y)
     state, _ = step(state, x, y)
-    assert step._cache_size() == 1
+    assert len(traces) == 1 and step._cache_size() <= 1  # (see _cache_size in tests/helpers.py)
 
 
 def test_checkpoint_round_trip_and_atomic_write(tmp_path, monkeypatch):

@@ -183,16 +183,19 @@ def test_vmap_of_each_op_matches_a_loop(rng):
 def test_jitted_step_does_not_recompile(rng):
     params, x, y = _tiny_params(rng, np.float32), _n(rng, 4, 12, 12, 1, dtype=np.float32), jnp.asarray([0, 1, 2, 1])
 
+    traces = []
+
     @jax.jit
     def step(params, x, y):
+        traces.append(1)  # runs once per trace: a recompilation starts with a retrace
         loss, grads = jax.value_and_grad(_tiny_loss)(params, x, y)
         return jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads), loss
 
     params, loss0 = step(params, x, y)
-    assert step._cache_size() == 1
+    assert len(traces) == 1 and step._cache_size() <= 1  # (see _cache_size in tests/helpers.py)
     for _ in range(3):
         params, loss = step(params, x, y)
-    assert step._cache_size() == 1
+    assert len(traces) == 1 and step._cache_size() <= 1
     assert float(loss) < float(loss0)
 
 
