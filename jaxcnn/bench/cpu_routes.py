@@ -24,7 +24,8 @@ import os
 import subprocess
 import sys
 
-NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="  # an empty list: no operation is handed to YNNPACK
+from ..train.run import XLA_CPU_CONVOLUTIONS as NO_YNN  # the route `jaxcnn train` chooses: no YNNPACK
+
 ROUTES = {
     "default": "",  # this jaxlib (0.10.2) hands convolutions to YNNPACK by default
     "xla": NO_YNN,  # XLA:CPU's own convolution emitter
