@@ -21,6 +21,9 @@ Everything runs in float64 (inputs are cast; ``jax_enable_x64`` is switched on f
   error ``|fd - an| / max(|fd|, |vjp(u)|)`` (``|<vjp(u), v>| <= |vjp(u)|`` for a unit ``v``).
 
 Integer arguments (class labels) are held fixed: they get no cotangent and no perturbation.
+
+A NaN or an infinity on one side of a comparison where the other side is finite is a failure, never a
+small error: it makes that error infinite and is described in ``report.nonfinite``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "GradcheckReport",
     "check",
     "relative_error",
+    "nonfinite_mismatch",
     "Case",
     "default_cases",
     "run_case",
@@ -53,27 +57,60 @@ class GradcheckReport(NamedTuple):
     grad_vs_autodiff: float  # relative error of fn's VJP vs jax.vjp(reference); nan without a reference
     grad_vs_fd: float  # worst relative error of <vjp(u), v> vs central differences over the directions
     reference_vs_fd: float  # the same for the reference (nan without one): is the oracle itself right?
+    nonfinite: tuple[str, ...] = ()  # each comparison that met a NaN or infinity on one side only
 
     @property
     def ok(self) -> bool:
-        autodiff = [e for e in (self.value_vs_autodiff, self.grad_vs_autodiff) if not math.isnan(e)]
-        fd = [e for e in (self.grad_vs_fd, self.reference_vs_fd) if not math.isnan(e)]
-        return all(e <= AUTODIFF_RTOL for e in autodiff) and all(e <= FD_RTOL for e in fd)
+        """Every comparison made is within its tolerance and none met a NaN or infinity where the other
+        side is finite. Only the three comparisons with a reference may be NaN, and only together (no
+        reference given); any other NaN fails."""
+        checks = [(self.grad_vs_fd, FD_RTOL)]
+        with_reference = (self.value_vs_autodiff, self.grad_vs_autodiff, self.reference_vs_fd)
+        if not all(math.isnan(e) for e in with_reference):
+            checks += [(self.value_vs_autodiff, AUTODIFF_RTOL), (self.grad_vs_autodiff, AUTODIFF_RTOL)]
+            checks += [(self.reference_vs_fd, FD_RTOL)]
+        return not self.nonfinite and all(e <= tol for e, tol in checks)  # NaN <= tol is False
 
 
-def relative_error(a: Any, b: Any) -> float:
-    """``max|a - b| / max|b|`` over the leaves of two pytrees (0 when both are exactly zero)."""
+def nonfinite_mismatch(a: Any, b: Any) -> str | None:
+    """Where ``a`` has a NaN or an infinity that ``b`` does not have at the same place (or the other way
+    round), a description of the first such place; None when the non-finite entries agree."""
+    for i, (x, y) in enumerate(_leaf_pairs(a, b)):
+        same = (x == y) | (np.isnan(x) & np.isnan(y))  # equal infinities, or NaN on both sides
+        bad = ~(np.isfinite(x) & np.isfinite(y)) & ~same
+        if bad.any():
+            at = tuple(int(k) for k in np.argwhere(bad)[0])
+            return f"leaf {i} at {at}: {x[at]} vs {y[at]}"
+    return None
+
+
+def _leaf_pairs(a: Any, b: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The leaves of two pytrees as float64 NumPy pairs, checked for equal counts and shapes."""
     a_leaves, b_leaves = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     if len(a_leaves) != len(b_leaves):
         raise ValueError(f"relative_error: pytrees differ, {len(a_leaves)} vs {len(b_leaves)} leaves")
-    diff = scale = 0.0
+    pairs = []
     for x, y in zip(a_leaves, b_leaves):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape:
             raise ValueError(f"relative_error: shapes differ, {x.shape} vs {y.shape}")
-        if x.size:
-            diff = max(diff, float(np.max(np.abs(x - y))))
-            scale = max(scale, float(np.max(np.abs(y))))
+        pairs.append((x, y))
+    return pairs
+
+
+def relative_error(a: Any, b: Any) -> float:
+    """``max|a - b| / max|b|`` over the leaves of two pytrees (0 when both are exactly zero).
+
+    A NaN or an infinity on one side where the other is finite (or a different one) is an infinite
+    error, never a small one; non-finite entries equal on both sides are left out of the comparison."""
+    if nonfinite_mismatch(a, b) is not None:
+        return math.inf
+    diff = scale = 0.0
+    for x, y in _leaf_pairs(a, b):
+        finite = np.isfinite(x) & np.isfinite(y)
+        if finite.any():
+            diff = max(diff, float(np.max(np.abs(x[finite] - y[finite]))))
+            scale = max(scale, float(np.max(np.abs(y[finite]))))
     if diff == 0.0:
         return 0.0
     return diff / scale if scale > 0 else math.inf
@@ -109,6 +146,8 @@ def _inner(a: Any, b: Any) -> float:
 def _fd_error(
     fn: Callable, args: list, mask: list[bool], u: Any, grads: Sequence, directions: list, eps: float
 ) -> float:
+    """The worst relative error of ``<vjp(u), v>`` against central differences; infinite when either
+    side is not finite (a NaN must never compare as a small error)."""
     worst = 0.0
     grad_norm = math.sqrt(sum(float(jnp.vdot(g, g)) for g in grads))
     for v in directions:
@@ -119,6 +158,8 @@ def _fd_error(
 
         fd = (_inner(u, fn(*shifted(+1))) - _inner(u, fn(*shifted(-1)))) / (2 * eps)
         an = sum(float(jnp.vdot(g, d)) for g, d in zip(grads, v))
+        if not all(math.isfinite(t) for t in (fd, an, grad_norm)):
+            return math.inf
         # |<g, v>| <= |g| for a unit v: scaling by |g| keeps a direction nearly orthogonal to the
         # gradient (an ~ 0) from turning harmless rounding into a large "relative" error.
         denom = max(abs(fd), grad_norm)
@@ -166,6 +207,7 @@ def check(
             norm = math.sqrt(sum(float(np.sum(d * d)) for d in v)) or 1.0
             directions.append([jnp.asarray(d / norm) for d in v])
         grad_vs_fd = _fd_error(fn, args64, mask, u, grads, directions, eps)
+        nonfinite = [] if math.isfinite(grad_vs_fd) else ["grad_vs_fd: NaN or infinity in the VJP or the values"]
         value_err = grad_err = ref_vs_fd = math.nan
         if reference is not None:
             y_ref, ref_vjp = _vjp(reference, args64, mask)
@@ -173,7 +215,13 @@ def check(
             value_err = relative_error(y, y_ref)
             grad_err = relative_error(grads, ref_grads)
             ref_vs_fd = _fd_error(reference, args64, mask, u, ref_grads, directions, eps)
-        return GradcheckReport(value_err, grad_err, grad_vs_fd, ref_vs_fd)
+            for name, a, b in (("value_vs_autodiff", y, y_ref), ("grad_vs_autodiff", grads, ref_grads)):
+                where = nonfinite_mismatch(a, b)
+                if where is not None:
+                    nonfinite.append(f"{name}: {where} (fn vs reference)")
+            if not math.isfinite(ref_vs_fd):
+                nonfinite.append("reference_vs_fd: NaN or infinity in the reference's VJP or values")
+        return GradcheckReport(value_err, grad_err, grad_vs_fd, ref_vs_fd, tuple(nonfinite))
 
 
 # ---------------------------------------------------------------------------------------------

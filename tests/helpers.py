@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.gradcheck import relative_error
+from jaxcnn.gradcheck import nonfinite_mismatch, relative_error
 
 F64_RTOL = 1e-10
 F32_RTOL = 2e-5
@@ -64,16 +64,21 @@ def assert_matches_reference(op, ref, args, *, rtol=F64_RTOL, seed=0, **kwargs):
 
 def per_array_error(actual, expected, floor: float = 1e-4) -> float:
     """The largest relative error of any one array of two pytrees, each measured against its own scale
-    (so a small array's error is not hidden by a large one's magnitude). An array whose true values are
+    (so a small array's error is not hidden by a large one's magnitude); infinite where one side has a NaN or
+    an infinity the other does not. An array whose true values are
     all below ``floor`` times the largest in the tree -- an exact zero such as the gradient of a conv bias
     that batch norm removes -- is measured against that floor instead of its own rounding noise."""
     a_leaves, e_leaves = jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)
     assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
-    scales = [float(np.max(np.abs(np.asarray(e, np.float64)), initial=0.0)) for e in e_leaves]
+    if nonfinite_mismatch(actual, expected) is not None:
+        return np.inf  # a NaN or infinity on one side only is never a small error
+    finite = lambda x: np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    a_leaves, e_leaves = [finite(a) for a in a_leaves], [finite(e) for e in e_leaves]  # equal on both sides
+    scales = [float(np.max(np.abs(e), initial=0.0)) for e in e_leaves]
     least = floor * max(scales, default=0.0)
     worst = 0.0
     for a, e, scale in zip(a_leaves, e_leaves, scales, strict=True):
-        diff = float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64)), initial=0.0))
+        diff = float(np.max(np.abs(a - e), initial=0.0))
         if diff:
             worst = max(worst, diff / max(scale, least) if max(scale, least) > 0 else np.inf)
     return worst

@@ -30,6 +30,58 @@ _off_by_one_stride.defvjp(
 )
 
 
+def _sin_with_bad_vjp(bad: float):
+    """``sin`` whose backward pass multiplies the cotangent by ``bad`` (NaN or infinity)."""
+
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x) * bad,))
+    return f
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nan_or_inf_vjp_fails_and_the_report_says_so(rng, bad):
+    report = gradcheck.check(_sin_with_bad_vjp(bad), rng.standard_normal(6), reference=jnp.sin)
+    assert not report.ok, report
+    assert report.grad_vs_autodiff == np.inf and report.grad_vs_fd == np.inf
+    assert report.value_vs_autodiff == 0.0 and report.reference_vs_fd < gradcheck.FD_RTOL
+    assert any(line.startswith("grad_vs_autodiff:") for line in report.nonfinite), report.nonfinite
+    alone = gradcheck.check(_sin_with_bad_vjp(bad), rng.standard_normal(6))  # finite differences only
+    assert not alone.ok and alone.grad_vs_fd == np.inf and alone.nonfinite
+
+
+def test_a_nan_value_fails_even_without_a_reference(rng):
+    report = gradcheck.check(lambda x: jnp.sin(x) * jnp.nan, rng.standard_normal(4))
+    assert not report.ok and report.nonfinite
+
+
+def test_nonfinite_entries_compare_as_infinite_errors_unless_both_sides_agree():
+    nan, inf = np.nan, np.inf
+    assert gradcheck.relative_error(np.array([nan, nan]), np.array([1.0, 2.0])) == inf
+    assert gradcheck.relative_error(np.array([1.0, 2.0]), np.array([1.0, nan])) == inf
+    assert gradcheck.relative_error(np.array([1.0, inf]), np.array([1.0, 2.0])) == inf
+    assert gradcheck.relative_error(np.array([1.0, -inf]), np.array([1.0, inf])) == inf
+    assert gradcheck.relative_error([np.array(1.0), np.array([nan])], [np.array(1.0), np.array([0.0])]) == inf
+    # the same NaN or infinity on both sides is agreement; the finite entries are compared as before
+    assert gradcheck.relative_error(np.array([nan, inf, 2.2]), np.array([nan, inf, 2.0])) == pytest.approx(0.1)
+    assert gradcheck.nonfinite_mismatch(np.array([1.0, nan]), np.array([1.0, 3.0])) == "leaf 0 at (1,): nan vs 3.0"
+
+
+def test_the_test_helpers_refuse_nan_and_inf():
+    from helpers import assert_close, assert_matches_reference, per_array_error
+
+    good = {"a": np.ones(3), "b": np.arange(3.0)}
+    for bad in (np.nan, np.inf):
+        broken = {"a": np.ones(3), "b": np.array([0.0, bad, 2.0])}
+        assert per_array_error(broken, good) == np.inf and per_array_error(good, broken) == np.inf
+        with pytest.raises(AssertionError, match="relative error inf"):
+            assert_close(broken, good, 1e-3)
+        with pytest.raises(AssertionError, match="cotangent of argument 0: relative error inf"):
+            assert_matches_reference(_sin_with_bad_vjp(bad), jnp.sin, [np.linspace(0.1, 1.0, 5)])
+
+
 def test_a_correct_vjp_passes(rng):
     x, w = rng.standard_normal((2, 7, 3)), rng.standard_normal((3, 3, 2))
     report = gradcheck.check(
@@ -94,6 +146,17 @@ def test_cli_exits_nonzero_on_failure(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "| max_pool" in captured.out and "FAIL" in captured.out
     assert "FAILED max_pool" in captured.err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_cli_fails_an_op_whose_vjp_returns_nan_or_inf(monkeypatch, capsys, bad):
+    broken = _sin_with_bad_vjp(bad)
+    monkeypatch.setattr(ops, "tanh", broken)
+    monkeypatch.setattr(reference, "tanh", jnp.sin)  # the twin of the broken op: its VJP is right
+    assert main(["gradcheck", "--op", "tanh"]) == 1
+    captured = capsys.readouterr()
+    assert "| tanh" in captured.out and "FAIL" in captured.out and "inf" in captured.out
+    assert "FAILED tanh" in captured.err and "grad_vs_autodiff: leaf 0" in captured.err
 
 
 def test_cli_rejects_unknown_op(capsys):
