@@ -1,21 +1,46 @@
-"""Every python code block in README.md runs as written."""
+"""Every ```python code block of README.md and of the manual's pages, docs/*.md, runs as written.
+
+Blocks marked ```py instead of ```python are shown but deliberately not run: they need files the test
+does not have (e.g. torchvision's weights). Test ids name the file and the block's index among its
+```python blocks, e.g. ``docs/training.md[2]``.
+"""
 
 import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+# The manual's pages that README.md and docs/index.md promise.
+PAGES = ["index", "ops", "derivations", "networks", "inspection", "training", "scaling", "accelerators", "speed"]
+
+
+def python_blocks(path):
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+
+
+BLOCKS = [
+    (f"{path.relative_to(ROOT).as_posix()}[{index}]", block)
+    for path in [README, *DOCS]
+    for index, block in enumerate(python_blocks(path))
+]
 
 
 def test_readme_has_examples():
-    assert BLOCKS
+    assert python_blocks(README), "README.md has no python example"
+    for page in PAGES:
+        assert (ROOT / "docs" / f"{page}.md").is_file(), f"docs/{page}.md is missing"
+    index = (ROOT / "docs" / "index.md").read_text()
+    for path in DOCS:
+        assert path.name == "index.md" or f"]({path.name})" in index, f"docs/index.md does not link {path.name}"
+    assert {name.split("[")[0] for name, _ in BLOCKS} > {"README.md"}, "no python block in docs/*.md"
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index):
-    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "readme"})
+@pytest.mark.parametrize("name, block", BLOCKS, ids=[name for name, _ in BLOCKS])
+def test_readme_block_runs(name, block):
+    exec(compile(block, name, "exec"), {"__name__": "readme"})
 
 
 def test_ci_runs_the_readme_test_command():
