@@ -1,9 +1,13 @@
 """Shared test utilities: compare an op's value and VJP with its reference twin's."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from jaxcnn import models
 from jaxcnn.gradcheck import nonfinite_mismatch, relative_error
 
 F64_RTOL = 1e-10
@@ -82,3 +86,41 @@ def per_array_error(actual, expected, floor: float = 1e-4) -> float:
         if diff:
             worst = max(worst, diff / max(scale, least) if max(scale, least) > 0 else np.inf)
     return worst
+
+
+def require(variable: str, reason: str) -> None:
+    """Skip the calling test for a missing optional input, or fail when ``variable`` (``JAXCNN_REQUIRE_DATA``,
+    ``JAXCNN_REQUIRE_TORCH``) is set: a run that promised the input must not skip silently."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason}, and {variable}=1 requires it")
+    pytest.skip(reason)
+
+
+def require_module(name: str, install: str, variable: str):
+    """``import name``, or :func:`require` the missing module (``install`` says how to get it)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        require(variable, f"{name} is not installed ({install})")
+
+
+# The zoo's 224x224 networks (and the 100-layer CIFAR DenseNet-BC): their per-model tests run in the slow tier.
+FULL_SIZE = {name for name, spec in models.MODELS.items() if spec.input_shape == (224, 224, 3)} | {"densenet_bc"}
+
+
+def tiered(names, slow=FULL_SIZE):
+    """``names`` as pytest parameters, those in ``slow`` marked ``slow``."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+
+
+def jit_init(layer, key, input_shape):
+    """``layer.init(key, input_shape)`` compiled as one function (eagerly, every initialiser of every
+    kernel shape would compile on its own): ``(output_shape, params, state)``."""
+    box = {}
+
+    def init(key):
+        box["out"], params, state = layer.init(key, input_shape)
+        return params, state
+
+    params, state = jax.jit(init)(key)
+    return box["out"], params, state

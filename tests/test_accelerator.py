@@ -2,23 +2,24 @@
 GPU or TPU would get, lowered on this CPU), both formulations equal, a training loop that does not wait on
 the host between log rows, a donated train state, and mixed precision that keeps its promise."""
 
+import collections
 import importlib
 import json
 import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import tiered
 from jax._src import array as jax_array
 
 from jaxcnn import data, losses, models, ops, reference, train
-from jaxcnn.layers.core import describe
 
 conv_module = importlib.import_module("jaxcnn.ops.conv")  # (jaxcnn.ops.conv is the function)
 norm_module = importlib.import_module("jaxcnn.ops.norm")
-CONV_KINDS = {"Conv": 1, "DepthwiseConv": 1, "SeparableConv": 2, "ConvTranspose": 1}
 
 
 def _lowered(name: str, batch: int, platform: str) -> str:
@@ -36,41 +37,159 @@ def _lowered(name: str, batch: int, platform: str) -> str:
     return traced.lower(lowering_platforms=(platform,)).as_text()
 
 
-def _leaves(layer):
-    """The descriptions of every leaf layer under ``layer`` (jaxcnn.layers.core.describe)."""
-    info = describe(layer)
-    if info is None or not info.children:
-        return [info] if info is not None else []
-    return [leaf for _, child in info.children for leaf in _leaves(child)]
+# ---------------------------------------------------------------------------------------------
+# The canonical convolutions, identified: every conv op of a network, recorded while it is traced, must
+# lower to exactly the three convolutions the math prescribes (written out below from the derivation,
+# not from jaxcnn's padding helpers), and to nothing else.
+# ---------------------------------------------------------------------------------------------
+
+_CONV_LINE = re.compile(
+    r"stablehlo\.convolution\(.*dim_numbers = (?P<dims>.*?), window = \{stride = (?P<stride>\[[^]]*\]), "
+    r"pad = (?P<pad>\[\[.*?\]\]), lhs_dilate = (?P<lhs>\[[^]]*\]), rhs_dilate = (?P<rhs>\[[^]]*\]).*?\} "
+    r"\{batch_group_count = (?P<bgc>\d+) : i64, feature_group_count = (?P<fgc>\d+) : i64.*"
+    r" : \(tensor<(?P<a>[\dx]+)x\w+>, tensor<(?P<b>[\dx]+)x\w+>\) -> tensor<(?P<out>[\dx]+)x\w+>"
+)
 
 
-def _conv_layers(name: str) -> tuple[int, int]:
-    """(convolution calls in the forward pass, how many of them are strided convolutions)."""
-    convs = [i for i in _leaves(models.build(name, 10, for_training=True)) if i.kind in CONV_KINDS]
-    calls = sum(CONV_KINDS[i.kind] for i in convs)
-    stride = lambda s: max(s) if isinstance(s, tuple) else s
-    strided = sum(1 for i in convs if i.kind != "ConvTranspose" and stride(i.config["stride"]) > 1)
-    return calls, strided
+def _found_convolutions(text: str) -> collections.Counter:
+    """Every convolution of a StableHLO module as (dims, stride, pad, lhs_dilate, rhs_dilate, feature groups,
+    batch groups, lhs shape, rhs shape, result shape)."""
+    found = collections.Counter()
+    for line in text.splitlines():
+        if "stablehlo.convolution" in line:
+            m = _CONV_LINE.search(line)
+            assert m, line
+            pad = tuple(tuple(int(v) for v in re.findall(r"-?\d+", p)) for p in m["pad"][1:-1].split("], ["))
+            ints = lambda text: tuple(int(v) for v in re.findall(r"\d+", text))
+            shape = lambda text: tuple(int(v) for v in text.split("x"))
+            found[(m["dims"], ints(m["stride"]), pad, ints(m["lhs"]), ints(m["rhs"]), int(m["fgc"]), int(m["bgc"]),
+                   shape(m["a"]), shape(m["b"]), shape(m["out"]))] += 1  # fmt: skip
+    return found
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
-def test_accelerators_get_the_canonical_convolutions(name):
-    """At most three convolutions per conv layer (forward, input gradient, weight gradient), no unrolled
-    weight-gradient chunks, and every strided input gradient as one convolution with lhs_dilation."""
-    calls, strided = _conv_layers(name)
+_SPATIAL = {1: "0", 2: "0, 1", 3: "0, 1, 2"}
+
+
+def _canonical(x_shape, w_shape, spec) -> dict[str, tuple]:
+    """The three canonical convolutions of ``conv(x, w)`` (docs/derivations.md): the forward; the input
+    gradient as ONE convolution of the cotangent with the flipped, channel-swapped kernel with
+    ``lhs_dilation`` = stride, padded by (kd - 1 - lo, kd - 1 - hi + r); the weight gradient as ONE
+    batch-grouped convolution of the input with the cotangent (``rhs_dilation`` = stride, window stride =
+    dilation), the input padded by (lo, hi - r). r: the rows no strided window reached."""
+    nd, (*n, c_in), (*k, _, c_out) = len(w_shape) - 2, x_shape[1:], w_shape
+    g, s, d, pads = spec.groups, spec.strides, spec.dilation, spec.padding
+    kd = [di * (ki - 1) + 1 for ki, di in zip(k, d)]
+    o = [(ni + lo + hi - kdi) // si + 1 for ni, (lo, hi), kdi, si in zip(n, pads, kd, s)]
+    r = [(ni + lo + hi - kdi) % si for ni, (lo, hi), kdi, si in zip(n, pads, kd, s)]
+    z_shape, ones = (x_shape[0], *o, c_out), (1,) * nd
+    sp = _SPATIAL[nd]
+    fwd_dims, wgrad_dims = f"[b, {sp}, f]x[{sp}, i, o]->[b, {sp}, f]", f"[f, {sp}, b]x[i, {sp}, o]->[{sp}, b, f]"
+    dx_pads = tuple((kdi - 1 - lo, kdi - 1 - hi + ri) for kdi, (lo, hi), ri in zip(kd, pads, r))
+    dw_pads = tuple((lo, hi - ri) for (lo, hi), ri in zip(pads, r))
+    return {
+        "forward": (fwd_dims, s, pads, ones, d, g, 1, x_shape, w_shape, z_shape),
+        "input gradient": (fwd_dims, ones, dx_pads, s, d, g, 1, z_shape, (*k, c_out // g, c_in), x_shape),
+        "weight gradient": (wgrad_dims, d, dw_pads, ones, s, 1, g, x_shape, z_shape, w_shape),
+    }
+
+
+def _recorded_convolutions(monkeypatch) -> list[tuple[str, tuple, tuple, Any]]:
+    """Records each conv and conv_transpose op traced from now on: (op, x shape, w shape, spec)."""
+    calls = []
+    for name, op in (("conv", conv_module._conv), ("conv_transpose", conv_module._conv_transpose)):
+
+        def recorded(x, w, spec, *rest, name=name, op=op):
+            calls.append((name, tuple(x.shape), tuple(w.shape), spec))
+            return op(x, w, spec, *rest)
+
+        monkeypatch.setattr(conv_module, f"_{name}", recorded)
+    return calls
+
+
+def _expected_convolutions(calls, input_shape) -> tuple[collections.Counter, collections.Counter]:
+    """(every convolution the recorded ops prescribe, the input gradients that may be missing: those of
+    ops fed by the model's input, which nothing differentiates). A transposed convolution y = A^T x is
+    A's input gradient forward, A itself as its input gradient, A's weight gradient with input and
+    cotangent exchanged."""
+    expected, optional = collections.Counter(), collections.Counter()
+    for op, x_shape, w_shape, spec in calls:
+        if op == "conv":
+            pieces = _canonical(x_shape, w_shape, spec)
+            if x_shape == input_shape:
+                optional[pieces["input gradient"]] += 1
+        else:  # A maps y (the output) back to x; A's kernel is w
+            y_shape = (x_shape[0], *_transposed_spatial(x_shape, w_shape, spec), w_shape[-2] * spec.groups)
+            a = _canonical(y_shape, w_shape, spec)
+            pieces = {
+                "forward": a["input gradient"],
+                "input gradient": a["forward"],
+                "weight gradient": a["weight gradient"],
+            }
+        expected.update(pieces.values())
+    return expected, optional
+
+
+def _transposed_spatial(x_shape, w_shape, spec) -> list[int]:
+    """The output length m of a transposed convolution: A (padding spec.padding, no unreached rows)
+    maps m back to x's n = (m + lo + hi - kd) / s + 1."""
+    k = w_shape[:-2]
+    return [
+        (n - 1) * s + d * (ki - 1) + 1 - lo - hi
+        for n, ki, s, d, (lo, hi) in zip(x_shape[1:-1], k, spec.strides, spec.dilation, spec.padding)
+    ]
+
+
+@pytest.mark.parametrize("name", tiered(sorted(models.MODELS)))
+def test_accelerators_get_exactly_the_canonical_convolutions(name, monkeypatch):
+    """On cuda and tpu every conv op of the training step is exactly its three canonical convolutions --
+    the forward, the input gradient as one convolution with lhs_dilation = stride, the weight gradient
+    as one batch-grouped convolution -- identified by their dimension numbers, windows, paddings, group
+    counts and shapes; no other convolution, no missing one (only input gradients nothing needs)."""
+    calls = _recorded_convolutions(monkeypatch)
+    batch, spec = 8, models.MODELS[name]
+    input_shape = (batch, *(min(n, 64) for n in spec.input_shape[:-1]), spec.input_shape[-1])
     for platform in ("cuda", "tpu"):
-        text = _lowered(name, 64, platform)
-        convs = re.findall(r"stablehlo.convolution", text)
-        dilated = [d for d in re.findall(r"lhs_dilate = \[([\d, ]+)\]", text) if set(d.split(", ")) != {"1"}]
-        assert len(convs) <= 3 * calls, (platform, len(convs), calls)
-        assert len(dilated) >= strided - 1, (platform, dilated, strided)  # the first layer needs no dx
+        calls.clear()
+        found = _found_convolutions(_lowered(name, batch, platform))
+        expected, optional = _expected_convolutions(calls, input_shape)
+        assert calls and not found - expected, (platform, "not canonical:", sorted(found - expected)[:3])
+        missing = expected - found
+        assert not missing - optional, (platform, "missing:", sorted(missing - optional)[:3])
 
 
-def test_the_cpu_gets_its_own_formulation():
-    """The check above can fail: the CPU lowering of the same step chunks resnet20's weight gradients."""
-    calls, _ = _conv_layers("resnet20")
-    assert len(re.findall(r"stablehlo.convolution", _lowered("resnet20", 64, "cpu"))) > 3 * calls
-    assert len(re.findall(r"stablehlo.convolution", _lowered("resnet20", 64, "cuda"))) <= 3 * calls
+def test_the_cpu_gets_its_own_formulation(monkeypatch):
+    """The check above can fail: the CPU lowering of the same step chunks resnet20's weight gradients and
+    writes out the zeros of strided input gradients, so its convolutions are not the canonical ones."""
+    calls = _recorded_convolutions(monkeypatch)
+    found = _found_convolutions(_lowered("resnet20", 64, "cpu"))
+    expected, _ = _expected_convolutions(calls, (64, 32, 32, 3))
+    assert found - expected and sum(found.values()) > sum(expected.values())
+    assert not any(sig[3] != (1, 1) for sig in found)  # no lhs_dilation: the CPU upsamples explicitly
+
+
+def _lowered_conv(mode: str, platform: str) -> str:
+    """A strided depthwise and a strided dense convolution with their VJPs, traced under
+    ``use_formulation(mode)`` and lowered for ``platform``."""
+    x, w1, w2 = (jax.ShapeDtypeStruct(s, jnp.float32) for s in ((4, 9, 8, 6), (3, 3, 1, 6), (3, 3, 6, 4)))
+
+    def f(x, w1, w2):
+        return jnp.sum(ops.conv(ops.conv(x, w1, stride=2, padding=1, groups=6), w2, stride=2) ** 2)
+
+    with ops.use_formulation(mode):
+        traced = jax.jit(jax.grad(f, argnums=(0, 1, 2))).trace(x, w1, w2)
+    return traced.lower(lowering_platforms=(platform,)).as_text()
+
+
+def test_use_formulation_takes_effect_whatever_the_platform(monkeypatch):
+    """``use_formulation("canonical")`` gives the canonical convolutions even when lowered for the CPU, and
+    ``"cpu"`` gives the CPU's forms (shifted products, no lhs_dilation) even when lowered for a GPU."""
+    calls = _recorded_convolutions(monkeypatch)
+    canonical = _found_convolutions(_lowered_conv("canonical", "cpu"))
+    expected, _ = _expected_convolutions(calls, None)
+    assert canonical == expected and len(calls) == 2
+    on_gpu = _found_convolutions(_lowered_conv("cpu", "cuda"))
+    assert on_gpu != expected and not any(sig[3] != (1, 1) for sig in on_gpu)
+    assert sum(on_gpu.values()) < 6  # the depthwise layer runs as shifted products: no convolution
 
 
 CONFIGS = [  # (x shape, w shape, kwargs): strided, dilated, grouped, depthwise, pointwise, chunked batch
@@ -91,14 +210,14 @@ def test_both_formulations_equal_each_other_and_the_reference(x_shape, w_shape, 
     f = lambda x, w: ops.conv(x, w, **kwargs)
     dz = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, w).shape), dtype)
     results = {}
+    value_and_vjp = lambda f: jax.jit(lambda x, w, dz: (lambda y, vjp: (y, *vjp(dz)))(*jax.vjp(f, x, w)))
     for mode in ("cpu", "canonical"):
-        with ops.use_formulation(mode):
-            y, vjp = jax.vjp(f, x, w)
-            results[mode] = (y, *vjp(dz))
-    y_ref, vjp_ref = jax.vjp(lambda x, w: reference.conv(x, w, **kwargs), x, w)
+        with ops.use_formulation(mode):  # (applies when traced: inside the block)
+            results[mode] = value_and_vjp(f)(x, w, dz)
+    expected = value_and_vjp(lambda x, w: reference.conv(x, w, **kwargs))(x, w, dz)
     rtol = 1e-10 if dtype == jnp.float64 else 1e-5
     for got in results.values():
-        for a, b in zip(got, (y_ref, *vjp_ref(dz))):
+        for a, b in zip(got, expected):
             assert float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) <= rtol
 
 
@@ -149,6 +268,55 @@ def test_fit_reads_the_device_once_per_log_window_not_per_step(device_reads):
         assert len([r for r in result.history if "loss" in r]) == 4 and int(result.state.step) == 2 * num_train // 16
         reads.append(device_reads["reads"])
     assert reads[0] == reads[1] and reads[0] < 16, reads  # the same for 4x the steps per window
+
+
+def test_fit_prefetches_the_next_batch_and_waits_on_the_step_before_the_current_one(monkeypatch):
+    """Double buffering, observed in the order of events: batch n + 1 is on its way to the device before
+    step n is dispatched, and the loop waits on step n - 1 (never on the step it just dispatched), so
+    at most two steps are queued and the device is never idle for the host."""
+    from jaxcnn.train import loop
+
+    events, put, steps = [], jax.device_put, {}
+
+    def recording_put(batch, *args, **kwargs):
+        events.append(("put", sum(e[0] == "put" for e in events)))
+        return put(batch, *args, **kwargs)
+
+    real_wait = jax.block_until_ready
+
+    def recording_wait(tree):
+        events.append(("wait", steps[id(tree)]))
+        return real_wait(tree)
+
+    real_make = loop.make_train_step
+
+    def recording_make(*args, **kwargs):
+        step = real_make(*args, **kwargs)
+
+        def recorded(state, x, y):
+            n = sum(e[0] == "step" for e in events)
+            events.append(("step", n))
+            new_state, metrics = step(state, x, y)
+            steps[id(metrics)] = n
+            return new_state, metrics
+
+        return recorded
+
+    monkeypatch.setattr(jax, "device_put", recording_put)
+    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
+    monkeypatch.setattr(loop, "make_train_step", recording_make)
+    ds = data.load("synthetic", image_shape=(28, 28), num_classes=4, num_train=96, num_test=16)
+    train.fit(models.lenet5(num_classes=4), ds, epochs=1, batch_size=16, optimizer=optax.sgd(0.1), log_every=100,
+              progress=False)  # fmt: skip
+    at = {event: i for i, event in enumerate(events)}
+    n_steps = 96 // 16
+    assert [e for e in events if e[0] == "step"] == [("step", n) for n in range(n_steps)], events
+    for n in range(n_steps - 1):
+        assert at[("put", n + 1)] < at[("step", n)], ("batch", n + 1, "not sent before step", n, events)
+    waits = [e[1] for e in events if e[0] == "wait"]
+    assert waits == list(range(n_steps - 1)), events
+    for n in range(n_steps - 1):
+        assert at[("step", n + 1)] < at[("wait", n)] < at.get(("step", n + 2), len(events)), (n, events)
 
 
 def test_the_train_state_is_donated_to_the_step():
@@ -284,6 +452,7 @@ def _probe(when: str, xla_flags: str | None, **extra: str) -> str:
     return done.stdout.split()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a flag of XLA:CPU")
 def test_xla_cpu_convolutions_are_chosen_before_the_backend_starts_and_only_then():
     import jaxlib.version
@@ -323,6 +492,7 @@ def test_an_inference_forward_keeps_one_convolution_per_fusion_on_xla_cpu():
     assert counts == [1, 1, 1], counts
 
 
+@pytest.mark.slow
 def test_jaxcnn_train_records_the_route_it_trained_with(tmp_path):
     import os
     import subprocess

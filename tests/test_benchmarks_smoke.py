@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import require_module
 
 from jaxcnn import cli
 from jaxcnn import models as zoo
@@ -20,6 +21,7 @@ from jaxcnn.bench import ops as op_bench
 TWINS = list(model_bench.TWINS)
 
 
+@pytest.mark.slow
 def test_op_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
     out = tmp_path / "ops.json"
     assert op_bench.main(["--only", "relu", "--repeats", "1", "--json", str(out)]) == 0
@@ -29,6 +31,7 @@ def test_op_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
     assert "| relu 28x28x32 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_model_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "models.json"
     argv = ["--models", "mnist1d_cnn", "--repeats", "1", "--batch", "16", "--matmul-size", "64", "--json", str(out)]
@@ -39,6 +42,7 @@ def test_model_benchmark_runs(tmp_path, capsys):
     assert "| mnist1d_cnn |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_model_benchmark_row_has_every_implementation(tmp_path):
     argv = ["--models", "lenet5", "--batch", "4", "--repeats", "1", "--matmul-size", "64", "--out", str(tmp_path)]
     assert model_bench.main(argv) == 0
@@ -80,6 +84,7 @@ def _jaxcnn_case(name: str, batch: int = 3):
     return params, state, x, evaluated, trained
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TWINS)
 def test_flax_twin_has_jaxcnn_params_shapes_and_outputs(name):
     params, state, x, evaluated, trained = _jaxcnn_case(name)
@@ -95,9 +100,10 @@ def test_flax_twin_has_jaxcnn_params_shapes_and_outputs(name):
         np.testing.assert_allclose(out, trained, rtol=1e-4, atol=1e-4 * np.abs(trained).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TWINS)
 def test_torch_twin_has_jaxcnn_params_shapes_and_outputs(name):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", "pip install -e '.[torch]'", "JAXCNN_REQUIRE_TORCH")
     from jaxcnn.bench import torch_models
 
     params, state, x, evaluated, trained = _jaxcnn_case(name)
@@ -124,6 +130,7 @@ def test_twins_follow_the_image_size():
         assert step() is not None, name
 
 
+@pytest.mark.slow
 def test_scaling_runs_a_tiny_sweep(tmp_path, capsys):
     argv = ["--models", "lenet5", "--batches", "1", "2", "--image-model", "lenet5", "--image-sizes", "28", "32"]
     argv += ["--image-batch", "2", "--memory-models", "lenet5", "--memory-batch", "2", "--memory-impls", "jaxcnn"]
@@ -161,6 +168,7 @@ def _small_results(directory):
     (directory / "scaling.json").write_text(json.dumps(scaling_data))
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_plots(tmp_path):
     _small_results(tmp_path)
     assert report.main(["--out", str(tmp_path)]) == 0
@@ -179,6 +187,7 @@ def test_report_refuses_an_empty_directory(tmp_path, capsys):
     assert exit_info.value.code == 2 and "no ops.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_suite_runs_the_report_part(tmp_path, capsys):
     _small_results(tmp_path)
     assert suite.main(["--parts", "report", "--out", str(tmp_path)]) == 0
@@ -213,6 +222,7 @@ def test_the_cli_and_the_suite_do_not_import_each_other_in_a_circle():
     assert "jaxcnn.bench.models" in suite_modules and "jaxcnn.cli" not in suite_modules
 
 
+@pytest.mark.slow
 def test_the_accelerator_benchmark_says_when_it_measured_nothing(tmp_path, capsys):
     from jaxcnn.bench import accelerator
 
@@ -227,6 +237,7 @@ def test_the_accelerator_benchmark_says_when_it_measured_nothing(tmp_path, capsy
     assert all(r["jaxcnn_ms"] > 0 and r["autodiff_ms"] > 0 and r["flax_ms"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_the_cpu_route_benchmark_runs_each_route_in_its_own_process(tmp_path):
     from jaxcnn.bench import cpu_routes
 
@@ -241,6 +252,7 @@ def test_the_cpu_route_benchmark_runs_each_route_in_its_own_process(tmp_path):
     assert set(broken) == {"route", "error"}
 
 
+@pytest.mark.slow
 def test_the_full_size_benchmark_times_only_what_it_is_asked_to(tmp_path, capsys):
     from jaxcnn.bench import fullsize
 

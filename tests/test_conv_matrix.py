@@ -64,6 +64,11 @@ def _spec_args(kwargs):
     return {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1, **kwargs}
 
 
+def _matrix(w, shape, kwargs):
+    """``conv_matrix`` jitted: one compile, not one per eager primitive of its scatter."""
+    return jax.jit(lambda w: conv_matrix(w, shape, **kwargs))(w)
+
+
 def _close(actual, expected):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=TOL, atol=TOL)
 
@@ -72,7 +77,7 @@ def _close(actual, expected):
 def test_matrix_times_input_is_the_convolution(name):
     """``conv(x).ravel() == M @ x.ravel()``; ``M`` has one row per output entry, one column per input entry."""
     x, w, dz, kwargs = _problem(name)
-    m = conv_matrix(w, x.shape, **kwargs)
+    m = _matrix(w, x.shape, kwargs)
     assert m.shape == (dz.size, x.size) and m.dtype == jnp.float64
     _close(m @ x.ravel(), conv(x[None], w, **kwargs).ravel())
 
@@ -99,25 +104,24 @@ def test_matrix_transpose_is_the_transposed_convolution(name):
         groups=spec.groups,
     )
     assert out.shape == (1, *x.shape)
-    _close(out.ravel(), conv_matrix(w, x.shape, **kwargs).T @ y.ravel())
+    _close(out.ravel(), _matrix(w, x.shape, kwargs).T @ y.ravel())
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_matrix_transpose_is_the_hand_derived_input_gradient(name):
     """The VJP of ``conv`` in ``x`` (upsampled cotangent correlated with the flipped kernel) is ``M.T dz``."""
     x, w, dz, kwargs = _problem(name)
-    _, vjp = jax.vjp(lambda x: conv(x, w, **kwargs), x[None])
-    (dx,) = vjp(dz[None])
-    _close(dx.ravel(), conv_matrix(w, x.shape, **kwargs).T @ dz.ravel())
+    dx = jax.jit(lambda x, dz: jax.vjp(lambda x: conv(x, w, **kwargs), x)[1](dz)[0])(x[None], dz[None])
+    _close(dx.ravel(), _matrix(w, x.shape, kwargs).T @ dz.ravel())
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_gradient_through_matrix_is_the_hand_derived_weight_gradient(name):
     """``d/dw <dz, M(w) x>`` by autodiff through ``M``'s scatter equals ``conv``'s hand-derived weight gradient."""
     x, w, dz, kwargs = _problem(name)
-    dw_matrix = jax.grad(lambda w: dz.ravel() @ conv_matrix(w, x.shape, **kwargs) @ x.ravel())(w)
-    _, vjp = jax.vjp(lambda w: conv(x[None], w, **kwargs), w)
-    _close(dw_matrix, vjp(dz[None])[0])
+    dw_matrix = jax.jit(jax.grad(lambda w: dz.ravel() @ conv_matrix(w, x.shape, **kwargs) @ x.ravel()))(w)
+    dw = jax.jit(lambda w: jax.vjp(lambda w: conv(x[None], w, **kwargs), w)[1](dz[None])[0])(w)
+    _close(dw_matrix, dw)
 
 
 def test_notes_example_is_exactly_the_4x9_matrix():

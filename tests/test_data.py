@@ -2,13 +2,12 @@
 
 Downloads are exercised only against a loopback server (tests/data_server.py) serving small generated
 IDX files. Real-data tests need Debian's dataset-fashion-mnist, mnist1d and scikit-learn: without them
-they skip, except under CI (``CI`` set), where a missing one fails.
+they skip, except when ``JAXCNN_REQUIRE_DATA=1`` (set by ``.ci/run``), where a missing one fails.
 """
 
 import gzip
 import hashlib
 import importlib.util
-import os
 import random
 import socket
 import warnings
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from data_server import serve
+from helpers import require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,9 +30,7 @@ FILES = data.FASHION_MNIST_FILES
 
 
 def _missing(reason):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must install it (see tests/test_data.py docstring)")
-    pytest.skip(reason)
+    require("JAXCNN_REQUIRE_DATA", reason)
 
 
 def _require_module(name, install):

@@ -48,7 +48,9 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kw", CONFIGS)
-@pytest.mark.parametrize("chunks", [2, 3, 7])
+@pytest.mark.parametrize(
+    "chunks", [pytest.param(2, marks=pytest.mark.slow), 3, pytest.param(7, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 def test_chunked_weight_grad_equals_textbook(x_shape, w_shape, kw, chunks, dtype, rtol, rng):
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
@@ -56,8 +58,9 @@ def test_chunked_weight_grad_equals_textbook(x_shape, w_shape, kw, chunks, dtype
     spec = conv_spec(x, w, kw.get("stride", 1), kw.get("padding", "VALID"), kw.get("dilation", 1), kw.get("groups", 1))
     dz = jnp.asarray(rng.standard_normal(ops.conv(x, w, **kw).shape), dtype)
     window = w_shape[: len(w_shape) - 2]
-    textbook = weight_grad(x, dz, window, spec)
-    assert_close(weight_grad_chunked(x, dz, window, spec, chunks), textbook, rtol, "chunked")
+    textbook = jax.jit(lambda x, dz: weight_grad(x, dz, window, spec))(x, dz)
+    chunked = jax.jit(lambda x, dz: weight_grad_chunked(x, dz, window, spec, chunks))(x, dz)
+    assert_close(chunked, textbook, rtol, "chunked")
 
 
 def test_float32_conv_gradient_uses_chunks_and_matches_autodiff(rng):
@@ -132,11 +135,14 @@ def test_depthwise_pieces_equal_textbook(x_shape, window, kw, dtype, rtol, rng):
     w = jnp.asarray(rng.standard_normal((*window, 1, c)), dtype)
     spec = conv_spec(x, w, kw.get("stride", 1), kw.get("padding", "VALID"), kw.get("dilation", 1), c)
     assert is_depthwise(w.shape, spec)
-    z = forward(x, w, spec)
-    assert_close(depthwise_forward(x, w, spec), z, rtol, "forward")
+    run = lambda piece, *args: jax.jit(lambda *a: piece(*a, spec))(*args)  # one compile per piece
+    z = run(forward, x, w)
+    assert_close(run(depthwise_forward, x, w), z, rtol, "forward")
     dz = jnp.asarray(rng.standard_normal(z.shape), dtype)
-    assert_close(depthwise_input_grad(dz, w, x_shape[1:-1], spec), input_grad(dz, w, x_shape[1:-1], spec), rtol, "dx")
-    assert_close(depthwise_weight_grad(x, dz, window, spec), weight_grad(x, dz, window, spec), rtol, "dw")
+    dx = lambda piece: jax.jit(lambda dz, w: piece(dz, w, x_shape[1:-1], spec))(dz, w)
+    assert_close(dx(depthwise_input_grad), dx(input_grad), rtol, "dx")
+    dw = lambda piece: jax.jit(lambda x, dz: piece(x, dz, window, spec))(x, dz)
+    assert_close(dw(depthwise_weight_grad), dw(weight_grad), rtol, "dw")
 
 
 def test_depthwise_transposed_convolution_pieces_equal_textbook(rng):

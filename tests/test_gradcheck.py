@@ -129,6 +129,7 @@ def test_default_cases_cover_every_op():
     assert set(ops.__all__) | {"softmax_cross_entropy", "mse"} <= covered
 
 
+@pytest.mark.slow
 def test_cli_prints_a_table_and_passes(capsys):
     assert main(["gradcheck", "--op", "conv_transpose", "--op", "max_pool"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import per_array_error
+from helpers import jit_init, per_array_error
 
 import jaxcnn
 from jaxcnn import combinators, layers, reference
@@ -88,10 +88,11 @@ SHAPE_CASES = [(name, args, kwargs, shape) for name, args, kwargs, shapes in CAS
 @pytest.mark.parametrize("name, args, kwargs, shape", SHAPE_CASES, ids=[f"{case_id(c)}-{c[3]}" for c in SHAPE_CASES])
 def test_apply_shape_equals_init_shape(name, args, kwargs, shape):
     layer = build(layers, name, args, kwargs)
-    out_shape, params, state = layer.init(KEY, shape)
+    out_shape, params, state = jit_init(layer, KEY, shape)
     x = normal(shape, dtype=jnp.float32)
     train = name in ("Dropout", "BatchNorm")  # the layers whose train mode differs
-    y, new_state = layer.apply(params, state, x, key=jax.random.key(1), train=train)
+    apply = jax.jit(lambda p, s, x: layer.apply(p, s, x, key=jax.random.key(1), train=train))  # one compile
+    y, new_state = apply(params, state, x)
     assert y.shape == tuple(out_shape) and y.dtype == jnp.float32
     assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
     for a, b in zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state), strict=True):
@@ -111,10 +112,10 @@ def test_value_and_gradient_equal_reference_twin(name, args, kwargs, shapes):
     jaxcnn.reference (differentiated by autodiff), in float64, to 1e-10."""
     shape = shapes[0]
     layer, twin = build(layers, name, args, kwargs), build(R, name, args, kwargs)
-    _, params, state = layer.init(KEY, shape)
+    _, params, state = jit_init(layer, KEY, shape)
     params, state = to64(params), to64(state)
     x = normal(shape)
-    y0, _ = layer.apply(params, state, x, key=jax.random.key(1), train=True)
+    y0, _ = jax.eval_shape(lambda p, x: layer.apply(p, state, x, key=jax.random.key(1), train=True), params, x)
     cotangent = normal(y0.shape, seed=2)
 
     def loss(model):
@@ -124,8 +125,9 @@ def test_value_and_gradient_equal_reference_twin(name, args, kwargs, shapes):
 
         return f
 
-    (_, (y, st)), grads = jax.value_and_grad(loss(layer), argnums=(0, 1), has_aux=True)(params, x)
-    (_, (y_ref, st_ref)), grads_ref = jax.value_and_grad(loss(twin), argnums=(0, 1), has_aux=True)(params, x)
+    value_and_grad = lambda model: jax.jit(jax.value_and_grad(loss(model), argnums=(0, 1), has_aux=True))
+    (_, (y, st)), grads = value_and_grad(layer)(params, x)
+    (_, (y_ref, st_ref)), grads_ref = value_and_grad(twin)(params, x)
     assert per_array_error(y, y_ref) <= RTOL
     assert per_array_error(st, st_ref) <= RTOL
     assert per_array_error(grads, grads_ref) <= RTOL

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, assert_matches_reference
+from helpers import assert_close, assert_matches_reference, require_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -81,7 +81,7 @@ def test_adaptive_avg_pool_matches_reference(cfg, seed):
 
 @pytest.fixture(scope="module")
 def torch():
-    return pytest.importorskip("torch")
+    return require_module("torch", "pip install -e '.[torch]'", "JAXCNN_REQUIRE_TORCH")
 
 
 def _to_torch(torch, a):
@@ -115,6 +115,7 @@ LRN_TORCH = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,kwargs", LRN_TORCH, ids=[f"{len(s) - 2}d-size{kw['size']}" for s, kw in LRN_TORCH])
 def test_lrn_matches_torch(torch, shape, kwargs, rng):
     x, u = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
@@ -137,6 +138,7 @@ ADAPTIVE_TORCH = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,output_size", ADAPTIVE_TORCH, ids=[f"{s}->{o}" for s, o in ADAPTIVE_TORCH])
 def test_adaptive_avg_pool_matches_torch(torch, shape, output_size, rng):
     nd = len(shape) - 2
@@ -338,10 +340,10 @@ def test_grad_of_grad_matches_reference(name, fn, ref, shape, rng):
 
         return g
 
-    hand = jax.grad(grad_norm(fn))(x)
-    auto = jax.grad(grad_norm(lambda v: ref(v, **REF_KW[name])))(x)
+    hand = jax.jit(jax.grad(grad_norm(fn)))(x)
+    auto = jax.jit(jax.grad(grad_norm(lambda v: ref(v, **REF_KW[name]))))(x)
     assert_close(hand, auto, 1e-10, name)
-    check_grads(fn, [x], order=2, modes=["rev"])  # and against finite differences
+    check_grads(jax.jit(fn), [x], order=2, modes=["rev"])  # and against finite differences
 
 
 @pytest.mark.parametrize("name,fn,ref,shape", BOUND, ids=IDS)
@@ -354,9 +356,9 @@ def test_forward_mode_raises(name, fn, ref, shape, rng):
 @pytest.mark.parametrize("name,fn,ref,shape", BOUND, ids=IDS)
 def test_jit_and_vmap(name, fn, ref, shape, rng):
     x = _normal(rng, (3, *shape))
-    batched = jax.jit(jax.vmap(fn))(x)
+    batched, one = jax.jit(jax.vmap(fn))(x), jax.jit(fn)
     for i in range(3):
-        assert_close(batched[i], fn(x[i]), 1e-14, name)
+        assert_close(batched[i], one(x[i]), 1e-14, name)
 
 
 @pytest.mark.parametrize("name,fn,ref,shape", BOUND, ids=IDS)
@@ -364,7 +366,7 @@ def test_bfloat16_within_one_rounding_of_float32(name, fn, ref, shape, rng):
     # Both ops compute in float32 and round once to bfloat16 (8 significant bits): each element of the
     # value and of the cotangent is within 2^-8 of the float32 result on the same (bfloat16) inputs.
     x = _normal(rng, shape, jnp.bfloat16) * 3
-    y, vjp = jax.vjp(fn, x)
+    y, vjp = jax.vjp(jax.jit(fn), x)
     cot = _normal(rng, y.shape, jnp.bfloat16)
     (g,) = vjp(cot)
     assert y.dtype == jnp.bfloat16 and g.dtype == jnp.bfloat16 and g.shape == x.shape

@@ -105,7 +105,9 @@ def test_apply_shape_equals_init_shape(name):
     # kernel shape would only add PRNG compilations; initializers are tested on their own)
     out_shape, params, state = abstract_init(model, natural)
     params, state = random_like(params, seed=0), random_like(state, seed=1)
-    y, _ = model.apply(params, state, normal(natural), key=jax.random.key(1), train=True)
+    y, _ = jax.jit(lambda p, s, x: model.apply(p, s, x, key=jax.random.key(1), train=True))(
+        params, state, normal(natural)
+    )
     assert y.shape == out_shape and y.dtype == jnp.float64
     assert np.all(np.isfinite(np.asarray(y)))
 
@@ -347,10 +349,11 @@ def test_batch_norm_models_update_state_in_train_mode_only():
     _, params, state = abstract_init(model, (4, 8, 8, 1))
     params, state = random_like(params, seed=0), random_like(state, seed=1)
     x = normal((4, 8, 8, 1))
-    y_eval, same = model.apply(params, state, x)
+    apply = jax.jit(model.apply, static_argnames="train")
+    y_eval, same = apply(params, state, x)
     assert relative_error(same, state) == 0
-    np.testing.assert_array_equal(model.apply(params, state, x)[0], y_eval)  # deterministic
-    _, trained = model.apply(params, state, x, train=True)
+    np.testing.assert_array_equal(apply(params, state, x)[0], y_eval)  # deterministic
+    _, trained = apply(params, state, x, train=True)
     assert relative_error(trained, state) > 0
 
 

@@ -1,4 +1,8 @@
-"""The window arithmetic, on plain ints, against brute-force enumeration of the index sets."""
+"""The window arithmetic, on plain ints, against brute-force enumeration of the index sets.
+
+Each enumeration test loops over all of ``CONFIGS`` (about 2,300 configurations) itself, rather than
+being parametrised over them: the same configurations and assertions in one report line each, and a
+failure names the configuration."""
 
 import itertools
 
@@ -23,12 +27,27 @@ CONFIGS = [
 ]
 
 
+def for_every_config(check):
+    """A test that runs ``check(n, k, s, d, lo, hi)`` on every configuration of ``CONFIGS``, naming the one
+    that fails."""
+
+    def test():
+        for config in CONFIGS:
+            try:
+                check(*config)
+            except AssertionError as err:
+                raise AssertionError(f"n, k, s, d, lo, hi = {config}: {err}") from err
+
+    test.__name__, test.__doc__ = check.__name__, check.__doc__
+    return test
+
+
 def test_dilated_size():
     assert [dilated_size(k, 2) for k in (1, 2, 3)] == [1, 3, 5]
     assert dilated_size(3, 1) == 3
 
 
-@pytest.mark.parametrize("n,k,s,d,lo,hi", CONFIGS)
+@for_every_config
 def test_output_size_and_unreached_rows_by_enumeration(n, k, s, d, lo, hi):
     # Window i covers padded rows s*i .. s*i + kd - 1; it exists iff it fits in n + lo + hi rows.
     kd = dilated_size(k, d)
@@ -38,7 +57,7 @@ def test_output_size_and_unreached_rows_by_enumeration(n, k, s, d, lo, hi):
     assert unreached_rows(n, k, s, d, lo, hi) == n + lo + hi - 1 - last_reached
 
 
-@pytest.mark.parametrize("n,k,s,d,lo,hi", CONFIGS)
+@for_every_config
 def test_input_grad_padding_routes_every_tap(n, k, s, d, lo, hi):
     # dx[p] collects dz[i] through tap u exactly when s*i + d*u = p + lo. In the upsampled, padded
     # cotangent, dz[i] sits at position before + s*i, and the stride-1 correlation with the flipped
@@ -52,7 +71,7 @@ def test_input_grad_padding_routes_every_tap(n, k, s, d, lo, hi):
         assert forward_pairs == correlation_pairs
 
 
-@pytest.mark.parametrize("n,k,s,d,lo,hi", CONFIGS)
+@for_every_config
 def test_weight_grad_padding_gives_kernel_length(n, k, s, d, lo, hi):
     o = conv_output_size(n, k, s, d, lo, hi)
     wlo, whi = weight_grad_padding(n, k, s, d, lo, hi)
@@ -71,7 +90,7 @@ def test_same_padding_keeps_ceil_n_over_s(n, k, s, d):
     assert conv_output_size(n, k, s, d, lo, hi) == -(-n // s)
 
 
-@pytest.mark.parametrize("n,k,s,d,lo,hi", CONFIGS)
+@for_every_config
 def test_transpose_output_size_inverts_conv_output_size(n, k, s, d, lo, hi):
     # A transposed conv maps o back to n when output_padding equals the conv's unreached rows.
     o = conv_output_size(n, k, s, d, lo, hi)

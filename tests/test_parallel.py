@@ -218,6 +218,7 @@ def _leaves(npz) -> list[np.ndarray]:
     return [npz[f"arr_{i}"] for i in range(len([k for k in npz.files if k.startswith("arr_")]))]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_on_four_devices(tmp_path):
     deadline = time.monotonic() + 180
     driver = tmp_path / "driver.py"

@@ -43,10 +43,9 @@ def test_per_example_grads_equal_a_loop_of_single_example_gradients(setup):
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
     for g, p in zip(_leaves(grads), _leaves(params)):
         assert g.shape == (7, *p.shape) and g.dtype == jnp.float64
+    grad_one = jax.jit(jax.grad(lambda p, xi, yi: train.cross_entropy_loss(model.apply(p, state, xi)[0], yi)))
     for i in range(len(x)):
-        single = jax.grad(lambda p: train.cross_entropy_loss(model.apply(p, state, x[i : i + 1])[0], y[i : i + 1]))(
-            params
-        )
+        single = grad_one(params, x[i : i + 1], y[i : i + 1])
         for g, s in zip(_leaves(grads), _leaves(single)):
             np.testing.assert_allclose(g[i], s, rtol=1e-12, atol=1e-14)
     # the examples really differ (a broadcast of one gradient would pass the mean test below)
@@ -57,7 +56,7 @@ def test_per_example_grads_equal_a_loop_of_single_example_gradients(setup):
 def test_mean_of_per_example_grads_is_the_batch_gradient(setup):
     model, params, state, x, y = setup
     grads = train.per_example_grads(model, train.cross_entropy_loss, params, state, (x, y))
-    batch = jax.grad(lambda p: train.cross_entropy_loss(model.apply(p, state, x, train=True)[0], y))(params)
+    batch = jax.jit(jax.grad(lambda p: train.cross_entropy_loss(model.apply(p, state, x, train=True)[0], y)))(params)
     for g, b in zip(_leaves(grads), _leaves(batch)):
         np.testing.assert_allclose(jnp.mean(g, axis=0), b, rtol=1e-12, atol=1e-14)
 
@@ -80,10 +79,10 @@ def test_per_example_grads_use_running_statistics_for_batch_norm():
     x = jnp.asarray(rng.standard_normal((3, 5, 5, 1)))
     y = jnp.asarray([0, 2, 1], jnp.int32)
     grads = train.per_example_grads(model, train.cross_entropy_loss, params, state, (x, y))
+    loss = lambda p, xi, yi: train.cross_entropy_loss(model.apply(p, state, xi, train=False)[0], yi)
+    grad_one = jax.jit(jax.grad(loss))
     for i in range(3):  # train=False: each example alone, normalised with the running statistics
-        single = jax.grad(
-            lambda p: train.cross_entropy_loss(model.apply(p, state, x[i : i + 1], train=False)[0], y[i : i + 1])
-        )(params)
+        single = grad_one(params, x[i : i + 1], y[i : i + 1])
         for g, s in zip(_leaves(grads), _leaves(single)):
             np.testing.assert_allclose(g[i], s, rtol=1e-12, atol=1e-14)
 

@@ -2,8 +2,8 @@
 parameter counts, equal logits from the same (random) weights loaded through ``from_torchvision``, and
 equal gradients in float64 (the hand-derived VJPs on real architectures against torch autograd).
 
-torch and torchvision are optional test oracles (``pip install torch==2.13.0 torchvision==0.28.0``);
-without them this module is skipped.
+torch and torchvision are optional test oracles (``pip install -e ".[torch]"``); without them this
+module is skipped, unless ``JAXCNN_REQUIRE_TORCH=1`` (set by ``.ci/run``), where they must be there.
 """
 
 import subprocess
@@ -13,11 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import require, require_module
 
 from jaxcnn import layers, losses, models
 from jaxcnn.models.torchvision import TORCHVISION_MODELS, WeightsError
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # 224x224 networks against an optional oracle
+
+torch = require_module("torch", "pip install -e '.[torch]'", "JAXCNN_REQUIRE_TORCH")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def tv():
                 del sys.modules[name]
             import torchvision
         except ImportError:
-            pytest.skip("torchvision is not installed")
+            require("JAXCNN_REQUIRE_TORCH", "torchvision is not installed (pip install -e '.[torch]')")
         finally:
             torch.library.register_fake = real
     return torchvision.models

@@ -145,6 +145,7 @@ def _cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "jaxcnn", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     args = [
         "train",
@@ -249,6 +250,7 @@ def test_cli_resume_refuses_a_damaged_checkpoint(tmp_path, capsys):
     assert "is damaged" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_resumes_exactly(tmp_path):
     args = [
         *"train --dataset synthetic --model lenet5 --epochs 3 --batch-size 32 --optimizer momentum --lr 0.02".split(),
@@ -279,6 +281,7 @@ LIMITED = (
 )
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_ends_the_run_in_one_line_with_the_previous_checkpoint_intact(tmp_path):
     out = tmp_path / "run"
     base = [sys.executable, "-m", "jaxcnn", *"train --dataset synthetic --batch-size 32 --no-plots".split()]

@@ -59,7 +59,7 @@ CASES = {
 def test_finite_differences_second_order(name, rng):
     fn, shapes = CASES[name]
     args = [_n(rng, *s) for s in shapes]
-    check_grads(fn, args, order=2, modes=["rev"])
+    check_grads(jax.jit(fn), args, order=2, modes=["rev"])  # jit: one compile per shape, not per primitive
 
 
 def test_softmax_cross_entropy_finite_differences(rng):
@@ -82,8 +82,8 @@ def test_grad_of_grad_matches_reference(name, rng):
 
         return g
 
-    hand = jax.grad(grad_norm(fn))(*args)
-    auto = jax.grad(grad_norm(functools.partial(ref, **keywords)))(*args)
+    hand = jax.jit(jax.grad(grad_norm(fn)))(*args)
+    auto = jax.jit(jax.grad(grad_norm(functools.partial(ref, **keywords))))(*args)
     assert_close(hand, auto, 1e-10, name)
 
 
@@ -99,7 +99,7 @@ def test_forward_mode_raises_documented_error(rng):
 def test_bfloat16_inputs_give_bfloat16_cotangents(name, rng):
     fn, shapes = CASES[name]
     args = [_n(rng, *s, dtype=jnp.bfloat16) for s in shapes]
-    y, vjp = jax.vjp(fn, *args)
+    y, vjp = jax.vjp(jax.jit(fn), *args)
     for leaf in jax.tree_util.tree_leaves(y)[:1]:
         assert leaf.dtype == jnp.bfloat16
     cot = jax.tree_util.tree_map(lambda leaf: _n(rng, *leaf.shape, dtype=leaf.dtype), y)
@@ -110,7 +110,7 @@ def test_bfloat16_inputs_give_bfloat16_cotangents(name, rng):
         assert bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
     # the same computation in float32 on the same (bfloat16-representable) inputs: the bfloat16
     # cotangents may differ only by bfloat16 rounding (8 significant bits, accumulated over the op)
-    y32, vjp32 = jax.vjp(fn, *[a.astype(jnp.float32) for a in args])
+    y32, vjp32 = jax.vjp(jax.jit(fn), *[a.astype(jnp.float32) for a in args])
     grads32 = vjp32(jax.tree_util.tree_map(lambda c: c.astype(jnp.float32), cot))
     for g, g32 in zip(grads, grads32):
         err = relative_error(g.astype(jnp.float32), g32)
@@ -160,12 +160,13 @@ def test_vmap_per_example_gradients_equal_a_loop(rng):
     def single(params, xi, yi):
         return _tiny_loss(params, xi[None], yi[None])
 
-    per_example = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(params, x, y)
+    per_example = jax.jit(jax.vmap(jax.grad(single), in_axes=(None, 0, 0)))(params, x, y)
+    grad_one = jax.jit(jax.grad(single))  # compiled once for the loop below
     for i in range(x.shape[0]):
-        one = jax.grad(single)(params, x[i], y[i])
+        one = grad_one(params, x[i], y[i])
         assert_close(jax.tree_util.tree_map(lambda g: g[i], per_example), one, 1e-10, f"example {i}")
     # their mean is the batch gradient
-    batch = jax.grad(_tiny_loss)(params, x, y)
+    batch = jax.jit(jax.grad(_tiny_loss))(params, x, y)
     assert_close(jax.tree_util.tree_map(lambda g: g.mean(0), per_example), batch, 1e-10, "mean")
 
 
@@ -175,9 +176,10 @@ def test_vmap_of_each_op_matches_a_loop(rng):
             continue  # batch statistics / a scalar mean couple the examples by design
         args = [_n(rng, 3, *shapes[0])] + [_n(rng, *s) for s in shapes[1:]]
         in_axes = (0,) + (None,) * (len(args) - 1)
-        batched = jax.vmap(fn, in_axes=in_axes)(*args)
+        batched = jax.jit(jax.vmap(fn, in_axes=in_axes))(*args)
+        one = jax.jit(fn)
         for i in range(3):
-            assert_close(batched[i], fn(args[0][i], *args[1:]), 1e-12, name)
+            assert_close(batched[i], one(args[0][i], *args[1:]), 1e-12, name)
 
 
 def test_jitted_step_does_not_recompile(rng):
@@ -274,6 +276,7 @@ def test_conv_transpose_is_the_adjoint_of_conv(rng):
         assert t.shape == a.shape
         np.testing.assert_allclose(float(jnp.vdot(z, b)), float(jnp.vdot(a, t)), rtol=1e-12)
         # and the whole Jacobian: conv_transpose's matrix is conv's matrix transposed
-        jac_conv = jax.jacrev(lambda v: ops.conv(v, w, **cfg))(a).reshape(z.size, a.size)
-        jac_t = jax.jacrev(lambda v: ops.conv_transpose(v, w, output_padding=r, **cfg))(b).reshape(a.size, z.size)
+        jac_conv = jax.jit(jax.jacrev(lambda v: ops.conv(v, w, **cfg)))(a).reshape(z.size, a.size)
+        jac_t = jax.jit(jax.jacrev(lambda v: ops.conv_transpose(v, w, output_padding=r, **cfg)))(b)
+        jac_t = jac_t.reshape(a.size, z.size)
         np.testing.assert_allclose(np.asarray(jac_t), np.asarray(jac_conv).T, atol=1e-12)

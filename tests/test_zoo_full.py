@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import per_array_error
+from helpers import per_array_error, tiered
 
 import jaxcnn
 from jaxcnn import combinators, layers, losses, models, reference, train
@@ -57,7 +57,7 @@ SMALL = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", tiered(sorted(models.MODELS)))
 def test_every_zoo_model_applies_to_the_shape_its_init_promised(name):
     spec = models.MODELS[name]
     model = models.build(name, 10, for_training=True)
@@ -73,7 +73,9 @@ def test_every_zoo_model_applies_to_the_shape_its_init_promised(name):
         assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize(
+    "name", [n if n == "densenet_bc16" else pytest.param(n, marks=pytest.mark.slow) for n in SMALL]
+)
 def test_whole_network_gradient_equals_the_reference_twin(name):
     """Train mode (batch statistics, dropout with a fixed key), float64, every parameter to 1e-10."""
     factory, shape = SMALL[name]
@@ -111,6 +113,7 @@ def test_parameter_trees_are_named_like_torchvision():
     assert params["features"]["transition2"]["conv"]["kernel"].shape == (1, 1, 512, 256)
 
 
+@pytest.mark.slow
 def test_googlenet_trains_on_its_auxiliary_heads_and_is_evaluated_on_its_logits():
     config = train.run.RunConfig(dataset="synthetic", model="googlenet")
     model, loss, eval_loss = train.run.build_model(config, 4)
@@ -124,6 +127,7 @@ def test_googlenet_trains_on_its_auxiliary_heads_and_is_evaluated_on_its_logits(
     assert train.primary_output((logits, aux1)) is logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [
