@@ -16,13 +16,16 @@ the zero-pad shortcut, concatenation, and ``train.probability_nll_loss``.
 - :mod:`jaxcnn.inspect` (:func:`summary`), :mod:`jaxcnn.shapes`: per-layer shapes, parameters, FLOPs and
   receptive fields; intermediate feature maps; output-size arithmetic.
 - :mod:`jaxcnn.data`, :mod:`jaxcnn.train`, :mod:`jaxcnn.distributed`, :mod:`jaxcnn.checkpoint`:
-  datasets, the training loop, data parallelism, checkpoints.
+  datasets, the training loop, data parallelism, checkpoints; :mod:`jaxcnn.xla_cpu`: XLA:CPU's
+  convolution route.
+- :mod:`jaxcnn.errors`: the library's errors for bad configuration and bad files.
 """
 
 from . import checkpoint as checkpoint
 from . import combinators as combinators
 from . import data as data
 from . import distributed as distributed
+from . import errors as errors
 from . import gradcheck as gradcheck
 from . import initializers as initializers
 from . import inspect as inspect
@@ -33,6 +36,7 @@ from . import ops as ops
 from . import reference as reference
 from . import shapes as shapes
 from . import train as train
+from . import xla_cpu as xla_cpu
 from .combinators import concatenate as concatenate
 from .combinators import fan_out as fan_out
 from .combinators import parallel as parallel
@@ -56,6 +60,8 @@ __all__ = [
     "models",
     "train",
     "distributed",
+    "errors",
+    "xla_cpu",
     "Layer",
     "serial",
     "parallel",

@@ -17,11 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import WriteError
+
 __all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "append_text", "remove_stale_temporaries"]
-
-
-class WriteError(OSError):
-    """A file could not be written (disk full, permissions, ...); the previous version is intact."""
 
 
 def _write_error(path: Path, err: OSError, what: str) -> WriteError:

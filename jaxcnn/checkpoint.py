@@ -27,6 +27,7 @@ import numpy as np
 from flax import serialization
 
 from ._files import WriteError, atomic_write_bytes, remove_stale_temporaries
+from .errors import FileFormatError
 
 __all__ = ["CheckpointError", "WriteError", "save", "load", "read_meta", "CHECKPOINT_NAME"]
 
@@ -35,7 +36,7 @@ _MAGIC = b"JAXCNN-CKPT\n"
 _FORMAT = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FileFormatError):
     """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
 
 

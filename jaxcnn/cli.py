@@ -1,7 +1,10 @@
 """The ``jaxcnn`` command: ``train``, ``eval``, ``gradcheck``, ``summary``, ``inspect`` and ``bench``; model,
 dataset, optimizer and schedule choices come from the registries of the modules that own them.
 
-Bad flags and values end with a one-line ``jaxcnn <command>: error: ...`` on stderr and exit status 2.
+The command only parses: ``train`` hands its options to :func:`jaxcnn.train.run.main` in one call. Bad
+flags and values, and every :class:`~jaxcnn.errors.JaxcnnError` (bad configuration or a bad file), end
+with a one-line ``jaxcnn <command>: error: ...`` on stderr and exit status 2; any other exception keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+
+from ._arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SHAPE
+from .errors import ConfigError, JaxcnnError, unknown_choice
 
 __all__ = ["main"]
 
@@ -26,9 +32,7 @@ def gradcheck_command(args: argparse.Namespace) -> int:
     if args.op:
         unknown = sorted(set(args.op) - {c.op for c in cases})
         if unknown:
-            valid = ", ".join(sorted({c.op for c in cases}))
-            print(f"jaxcnn gradcheck: unknown op {unknown[0]!r}; valid ops: {valid}", file=sys.stderr)
-            return 2
+            raise unknown_choice("op", unknown[0], sorted({c.op for c in cases}))
         cases = [c for c in cases if c.op in args.op]
     start = time.perf_counter()
     rows: dict[str, list] = {}
@@ -69,150 +73,18 @@ def gradcheck_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    """``H,W,C`` (or ``L,C``, ``D,H,W,C``): positive ints separated by commas."""
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be positive ints separated by commas (H,W,C), got {text!r}") from None
-    if not 2 <= len(shape) <= 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"must be 2-4 positive ints separated by commas (H,W,C), got {text!r}")
-    return shape
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text!r}")
-    return value
-
-
-RUN_OPTIONS = ("model", "epochs", "batch_size", "optimizer", "lr", "dtype")  # may change on --resume
-
-
-def _run_config(args: argparse.Namespace):
-    """The run's :class:`~jaxcnn.train.run.RunConfig`: the flags over the dataset's recipe, or, with
-    ``--resume``, the checkpoint's config with the flags that may change."""
-    from .checkpoint import read_meta
-    from .train import run
-
-    if args.resume:
-        saved = read_meta(args.out_dir)["config"]  # refuses a missing or damaged checkpoint in one line
-        return run.resolve_config({k: getattr(args, k) for k in RUN_OPTIONS}, saved)
-    fields = (*RUN_OPTIONS, "dataset", "schedule", "seed", "augment", "shift", "data_dir", "input_shape")
-    return run.resolve_config({k: getattr(args, k) for k in fields})
-
-
-def _join_processes(args: argparse.Namespace) -> None:
-    """``--coordinator``: join the multi-process run (before any JAX computation in this process)."""
-    if args.coordinator is None:
-        if args.num_processes is not None or args.process_id is not None:
-            raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT")
-        return
-    from . import distributed
-
-    if args.coordinator == "auto":
-        if args.num_processes is not None or args.process_id is not None:
-            raise ValueError("--coordinator auto detects the processes; drop --num-processes and --process-id")
-        distributed.initialize()
-        return
-    host, _, port = args.coordinator.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--coordinator must be HOST:PORT (process 0's address) or auto, got {args.coordinator!r}")
-    if args.num_processes is None or args.process_id is None:
-        raise ValueError(f"--coordinator {args.coordinator} needs --num-processes P and --process-id I")
-    if args.process_id >= args.num_processes:
-        raise ValueError(f"--process-id must be in [0, {args.num_processes}) (--num-processes), got {args.process_id}")
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-
-
-def _device_mesh(devices: int | None, batch_size: int):
-    """The data-parallel mesh over ``--devices`` local devices (all by default) of every process."""
-    import jax
-
-    from . import distributed
-
-    if devices is not None and devices > jax.local_device_count():
-        raise ValueError(
-            f"--devices must be at most {jax.local_device_count()} (the local devices of this process), got {devices}"
-        )
-    mesh = distributed.make_mesh(devices)
-    distributed.process_batch_slice(batch_size, mesh)  # the batch must split evenly over the devices
-    return mesh
-
-
-def _banner(config, data, mesh, out) -> str:
-    import jax
-
-    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    return (
-        f"jaxcnn train: {config.model} on {config.dataset} {data.x_train.shape[1:]}, "
-        f"{len(data.x_train)} train / {len(data.x_test)} test, {config.epochs} epochs of "
-        f"{len(data.x_train) // config.batch_size} steps, {config.optimizer} lr {config.lr} "
-        f"({config.schedule}), {config.dtype} compute, batch {config.batch_size} over "
-        f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}"
-    )
-
-
 def train_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    """``jaxcnn train``: the parsed options, handed to :func:`jaxcnn.train.run.main` in one call."""
     from .train import run
 
-    run.prefer_xla_cpu_convolutions()  # first: XLA reads its flags when the backend starts
-    _join_processes(args)  # then: jax.distributed.initialize must precede any JAX computation
-    import jax
-
-    args.out_dir = Path(args.out) if args.out else None
-    config = _run_config(args)
-    out = args.out_dir or Path(f"runs/{config.model}-{config.dataset}")
-    mesh = _device_mesh(args.devices, config.batch_size)
-    data = run.load_data(config)
-    setup = run.set_up(config, data)  # refuses a model, dataset and augmentation that do not fit together
-    writer = jax.process_index() == 0
-    if writer:
-        print(_banner(config, data, mesh, out), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    result = run.train(
-        config, setup, data, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, max_steps=args.max_steps, mesh=mesh,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    if not writer:  # process 0 writes the summary and plots and reports
-        return 0
-    summary = run.write_summary(out, config, setup, data, result, wall, plots=not args.no_plots)
-    best = (
-        f" (best {summary['best_test_accuracy']:.4f} at epoch {summary['best_epoch']:g})"
-        if "best_epoch" in summary
-        else ""
-    )
-    print(
-        f"test accuracy {result.test['accuracy']:.4f}{best}, test loss {result.test['loss']:.4f} after "
-        f"{int(result.state.step)} steps in {wall:.1f} s; checkpoint, metrics and plots in {out}"
-    )
-    return 0
+    return run.main(run.TrainOptions(**{field: getattr(args, field) for field in run.TrainOptions._fields}))
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    from . import xla_cpu
     from .train import run
 
-    run.prefer_xla_cpu_convolutions()  # the route training used: the same numbers
+    xla_cpu.prefer_xla_cpu_convolutions()  # the route training used: the same numbers
 
     config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir)
     print(
@@ -243,15 +115,16 @@ def inspect_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import inspect, plots
+    from .layers.rules import kind_rules
     from .train import run
 
     config, _, model, state, data = run.load_checkpoint(args.checkpoint, args.data_dir)
     if not 0 <= args.index < len(data.x_test):
-        raise ValueError(f"--index must be in [0, {len(data.x_test)}) (the test examples), got {args.index}")
+        raise ConfigError(f"--index must be in [0, {len(data.x_test)}) (the test examples), got {args.index}")
     x = data.x_test[args.index]
     rows = inspect.summary(model, (1, *x.shape)).rows
     spatial = [r for r in rows if isinstance(r.receptive_field, tuple) and r.name not in inspect.COMBINATORS]
-    convs = [r.path for r in spatial if r.name in ("Conv", "DepthwiseConv", "SeparableConv")][:4]
+    convs = [r.path for r in spatial if kind_rules(r.name).feature_maps][:4]
     out = Path(args.out or Path(args.checkpoint) / "inspect")
     out.mkdir(parents=True, exist_ok=True)
     params, model_state = state.params, state.model_state
@@ -325,35 +198,35 @@ def _add_train(sub) -> None:
     tr.add_argument("--data-dir", help="directory holding the dataset files (else $JAXCNN_DATA, system, cache)")
     tr.add_argument(
         "--input-shape",
-        type=_shape,
+        type=SHAPE,
         metavar="H,W,C",
         help="one example's shape for --dataset synthetic (default: the model's own, e.g. 224,224,3)",
     )
-    tr.add_argument("--epochs", type=_positive(int), help="passes over the training set (default: per dataset)")
-    tr.add_argument("--batch-size", type=_positive(int), help="examples per step (default: per dataset)")
+    tr.add_argument("--epochs", type=POSITIVE_INT, help="passes over the training set (default: per dataset)")
+    tr.add_argument("--batch-size", type=POSITIVE_INT, help="examples per step (default: per dataset)")
     tr.add_argument("--optimizer", choices=list(OPTIMIZERS), help="optax optimizer (default adam)")
-    tr.add_argument("--lr", type=_positive(float), help="peak learning rate (default: per dataset)")
+    tr.add_argument("--lr", type=POSITIVE_FLOAT, help="peak learning rate (default: per dataset)")
     tr.add_argument(
         "--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: per dataset, else constant)"
     )
     tr.add_argument("--augment", action="store_true", help="random crop (pad 2), horizontal flip, rotation (10 deg)")
     tr.add_argument(
         "--shift",
-        type=_non_negative_int,
+        type=NON_NEGATIVE_INT,
         metavar="N",
         help="1-D signals: random circular shifts of up to N samples (default: per dataset, 8 for mnist1d; 0: off)",
     )
-    tr.add_argument("--seed", type=_non_negative_int, default=0, help="seed for init, data order, dropout (default 0)")
+    tr.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed for init, data order, dropout (default 0)")
     tr.add_argument("--out", help="output directory (default runs/MODEL-DATASET)")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     tr.add_argument(
         "--checkpoint-every",
-        type=_non_negative_int,
+        type=NON_NEGATIVE_INT,
         default=0,
         help="checkpoint every N steps (default 0: at the end of each epoch)",
     )
-    tr.add_argument("--log-every", type=_positive(int), default=50, help="metrics row every N steps (default 50)")
-    tr.add_argument("--max-steps", type=_positive(int), help="stop after this many steps in all (smoke runs)")
+    tr.add_argument("--log-every", type=POSITIVE_INT, default=50, help="metrics row every N steps (default 50)")
+    tr.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many steps in all (smoke runs)")
     tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     tr.add_argument(
         "--dtype",
@@ -375,7 +248,7 @@ def _add_scaling_out(tr) -> None:
     )
     dp.add_argument(
         "--devices",
-        type=_positive(int),
+        type=POSITIVE_INT,
         help="local devices per process to split each batch over (default: all local devices)",
     )
     dp.add_argument(
@@ -384,9 +257,9 @@ def _add_scaling_out(tr) -> None:
         help="address of process 0 (the same for every process): calls jax.distributed.initialize; "
         "'auto' detects the cluster (TPU pods, GKE, SLURM)",
     )
-    dp.add_argument("--num-processes", type=_positive(int), help="number of processes (with --coordinator)")
+    dp.add_argument("--num-processes", type=POSITIVE_INT, help="number of processes (with --coordinator)")
     dp.add_argument(
-        "--process-id", type=_non_negative_int, help="this process's index in [0, --num-processes) (with --coordinator)"
+        "--process-id", type=NON_NEGATIVE_INT, help="this process's index in [0, --num-processes) (with --coordinator)"
     )
 
 
@@ -411,8 +284,8 @@ def _add_summary(sub) -> None:
         "arithmetic: nothing is run.",
     )
     su.add_argument("--model", required=True, choices=sorted(models.MODELS), help="the zoo model")
-    su.add_argument("--input-shape", type=_shape, metavar="H,W,C", help="one example's shape (default: the model's)")
-    su.add_argument("--num-classes", type=_positive(int), help="classes (default 1000 for ImageNet models, else 10)")
+    su.add_argument("--input-shape", type=SHAPE, metavar="H,W,C", help="one example's shape (default: the model's)")
+    su.add_argument("--num-classes", type=POSITIVE_INT, help="classes (default 1000 for ImageNet models, else 10)")
     su.set_defaults(func=summary_command)
     ins = sub.add_parser(
         "inspect",
@@ -422,7 +295,7 @@ def _add_summary(sub) -> None:
         "layer with its computed receptive field drawn as a box.",
     )
     ins.add_argument("--checkpoint", required=True, help="the run directory holding checkpoint.msgpack")
-    ins.add_argument("--index", type=_non_negative_int, default=0, help="the test example (default 0)")
+    ins.add_argument("--index", type=NON_NEGATIVE_INT, default=0, help="the test example (default 0)")
     ins.add_argument("--out", help="directory for the PNGs (default CHECKPOINT/inspect)")
     ins.add_argument("--data-dir", help="directory holding the dataset files")
     ins.set_defaults(func=inspect_command)
@@ -453,15 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError
-
     try:
         return args.func(args)
     except BrokenPipeError:  # `jaxcnn summary ... | head`: the reader left, nothing more to say
         return 0
-    except (CheckpointError, ValueError, TypeError, OSError) as e:
-        # Configuration and environment problems (a model that does not fit the data, a damaged checkpoint,
-        # a full disk, a failed download, ...) in one line.
+    except JaxcnnError as e:
+        # Bad configuration, a bad file, a failed download, a full disk, a missing optional package: one
+        # line. Anything else is a bug and keeps its traceback.
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"jaxcnn {args.command}: error: {message}", file=sys.stderr)
         return 2

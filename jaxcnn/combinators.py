@@ -27,10 +27,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .errors import ConfigError, ConfigTypeError
 from .layers import Identity, Layer
 from .layers.core import annotate, apply_child
-from .ops._padding import is_int
-from .ops._validate import as_positive_int
+from .ops._validate import as_positive_int, is_int
 
 __all__ = [
     "serial",
@@ -49,7 +49,9 @@ def _check_layers(layers: Sequence[Any], combinator: str) -> tuple[Layer, ...]:
     for i, layer in enumerate(layers):
         if not (callable(getattr(layer, "init", None)) and callable(getattr(layer, "apply", None))):
             hint = " (a constructor? call it, e.g. Dense(10))" if callable(layer) else ""
-            raise TypeError(f"{combinator}: argument {i} must be a Layer with init and apply, got {layer!r}{hint}")
+            raise ConfigTypeError(
+                f"{combinator}: argument {i} must be a Layer with init and apply, got {layer!r}{hint}"
+            )
     return tuple(Layer(layer.init, layer.apply) for layer in layers)
 
 
@@ -62,14 +64,14 @@ def _split(key: Any, n: int) -> Sequence[Any]:
 
 def _init_key(key: Any, combinator: str) -> Any:
     if key is None:
-        raise ValueError(f"{combinator}: init needs a PRNG key (jax.random.key(0)), got key=None")
+        raise ConfigError(f"{combinator}: init needs a PRNG key (jax.random.key(0)), got key=None")
     return key
 
 
 def _check_children(tree: Any, n: int, arg: str, combinator: str) -> tuple:
     if not isinstance(tree, (tuple, list)) or len(tree) != n:
         got = f"{type(tree).__name__} of length {len(tree)}" if isinstance(tree, (tuple, list)) else repr(tree)
-        raise ValueError(f"{combinator}: {arg} must be a tuple with one entry per layer ({n}), got {got}")
+        raise ConfigError(f"{combinator}: {arg} must be a tuple with one entry per layer ({n}), got {got}")
     return tuple(tree)
 
 
@@ -117,7 +119,7 @@ def parallel(*layers: Layer) -> Layer:
 
     def _inputs(xs, arg):
         if not isinstance(xs, (tuple, list)) or len(xs) != n:
-            raise ValueError(f"parallel: {arg} must be a tuple with one entry per layer ({n}), got {xs!r}")
+            raise ConfigError(f"parallel: {arg} must be a tuple with one entry per layer ({n}), got {xs!r}")
         return tuple(xs)
 
     def init(key, input_shape):
@@ -166,7 +168,7 @@ def concatenate(axis: int = -1) -> Layer:
     """``(x1, ..., xk) -> jnp.concatenate([x1, ..., xk], axis)``; ``axis`` counts the batch axis, so the
     default ``-1`` joins channels. Every other axis must agree."""
     if not is_int(axis):
-        raise TypeError(f"axis must be an int, got {axis!r}")
+        raise ConfigTypeError(f"axis must be an int, got {axis!r}")
     axis = operator.index(axis)
 
     def init(key, input_shape):
@@ -175,17 +177,17 @@ def concatenate(axis: int = -1) -> Layer:
             or not input_shape
             or not all(isinstance(s, (tuple, list)) for s in input_shape)
         ):
-            raise ValueError(f"concatenate: input_shape must be a non-empty tuple of shapes, got {input_shape!r}")
+            raise ConfigError(f"concatenate: input_shape must be a non-empty tuple of shapes, got {input_shape!r}")
         shapes = [tuple(s) for s in input_shape]
         rank = len(shapes[0])
         if any(len(s) != rank for s in shapes):
-            raise ValueError(f"concatenate: every input must have the same rank, got shapes {shapes}")
+            raise ConfigError(f"concatenate: every input must have the same rank, got shapes {shapes}")
         if not -rank <= axis < rank:
-            raise ValueError(f"concatenate: axis (={axis}) is out of range for inputs of rank {rank}")
+            raise ConfigError(f"concatenate: axis (={axis}) is out of range for inputs of rank {rank}")
         ax = axis % rank
         rest = {s[:ax] + s[ax + 1 :] for s in shapes}
         if len(rest) > 1:
-            raise ValueError(f"concatenate: input shapes must agree except along axis {axis}, got {shapes}")
+            raise ConfigError(f"concatenate: input shapes must agree except along axis {axis}, got {shapes}")
         out = list(shapes[0])
         out[ax] = sum(s[ax] for s in shapes)
         return tuple(out), {}, {}
@@ -210,7 +212,7 @@ def residual(block: Layer, shortcut: Layer = Identity) -> Layer:
         block_shape, block_params, block_state = block.init(block_key, input_shape)
         shortcut_shape, shortcut_params, shortcut_state = shortcut.init(shortcut_key, input_shape)
         if tuple(block_shape) != tuple(shortcut_shape):
-            raise ValueError(
+            raise ConfigError(
                 f"residual: block output shape {tuple(block_shape)} and shortcut output shape "
                 f"{tuple(shortcut_shape)} must agree (input shape {tuple(input_shape)})"
             )
@@ -231,11 +233,11 @@ def residual(block: Layer, shortcut: Layer = Identity) -> Layer:
 def _check_pairs(pairs: Sequence[Any], combinator: str) -> tuple[tuple[str, Layer], ...]:
     names = [p[0] if isinstance(p, (tuple, list)) and len(p) == 2 else None for p in pairs]
     if not all(isinstance(n, str) and n for n in names):
-        raise TypeError(
+        raise ConfigTypeError(
             f"{combinator}: arguments must be (name, layer) pairs with non-empty string names, got {pairs!r}"
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"{combinator}: names must be unique, got {names}")
+        raise ConfigError(f"{combinator}: names must be unique, got {names}")
     layers = _check_layers([layer for _, layer in pairs], combinator)
     return tuple(zip(names, layers))
 
@@ -243,7 +245,7 @@ def _check_pairs(pairs: Sequence[Any], combinator: str) -> tuple[tuple[str, Laye
 def _check_named(tree: Any, names: Sequence[str], arg: str, combinator: str) -> dict:
     if not isinstance(tree, dict) or set(tree) != set(names):
         got = sorted(tree) if isinstance(tree, dict) else repr(tree)
-        raise ValueError(f"{combinator}: {arg} must be a dict with the keys {sorted(names)}, got {got}")
+        raise ConfigError(f"{combinator}: {arg} must be a dict with the keys {sorted(names)}, got {got}")
     return tree
 
 
@@ -263,7 +265,7 @@ def named(*pairs: tuple[str, Layer], taps: Mapping[str, tuple[str, Layer]] | Non
     children = [name for name, _ in pairs]
     for tap, (after, head) in taps.items():
         if after not in children or tap in children:
-            raise ValueError(
+            raise ConfigError(
                 f"named: tap {tap!r} must follow one of the children {children} under a new name, got {after!r}"
             )
         _check_layers([head], "named")
@@ -308,7 +310,7 @@ def named(*pairs: tuple[str, Layer], taps: Mapping[str, tuple[str, Layer]] | Non
 def _concat_shapes(shapes: Sequence[tuple[int, ...]], combinator: str) -> tuple[int, ...]:
     """The shape of the inputs joined along the last axis; every other axis must agree."""
     if len({tuple(s[:-1]) for s in shapes}) > 1:
-        raise ValueError(f"{combinator}: the outputs must agree except in channels, got shapes {list(shapes)}")
+        raise ConfigError(f"{combinator}: the outputs must agree except in channels, got shapes {list(shapes)}")
     return (*shapes[0][:-1], sum(s[-1] for s in shapes))
 
 
@@ -365,7 +367,7 @@ def residual_block(
     body = named(*pairs)
     names = [name for name, _ in pairs]
     if "downsample" in names:
-        raise ValueError("residual_block: 'downsample' names the shortcut; give that child another name")
+        raise ConfigError("residual_block: 'downsample' names the shortcut; give that child another name")
     shortcut, post = _check_layers([downsample or Identity, activation or Identity], "residual_block")
 
     def init(key, input_shape):
@@ -373,7 +375,7 @@ def residual_block(
         shape, params, state = body.init(body_key, input_shape)
         skip_shape, skip_params, skip_state = shortcut.init(shortcut_key, input_shape)
         if tuple(shape) != tuple(skip_shape):
-            raise ValueError(
+            raise ConfigError(
                 f"residual_block: body output shape {tuple(shape)} and shortcut output shape {tuple(skip_shape)} "
                 f"must agree (input shape {tuple(input_shape)})"
             )

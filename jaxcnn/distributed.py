@@ -28,13 +28,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .ops._padding import is_int
-from .ops._validate import as_int, as_positive_int
+from .errors import ConfigError, ConfigTypeError
+from .ops._validate import as_int, as_positive_int, is_int
 
 __all__ = [
     "DATA_AXIS",
     "initialize",
     "make_mesh",
+    "check_mesh",
     "data_sharding",
     "replicated_sharding",
     "process_batch_slice",
@@ -61,52 +62,63 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     """
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
-        raise ValueError(
+        raise ConfigError(
             "coordinator, num_processes and process_id go together (or all None to auto-detect), got "
             f"coordinator={coordinator!r}, num_processes={num_processes!r}, process_id={process_id!r}"
         )
     if coordinator is not None:
         host, sep, port = coordinator.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+            raise ConfigError(f"coordinator must be HOST:PORT, got {coordinator!r}")
         num_processes = as_positive_int(num_processes, "num_processes")
         if as_int(process_id, "process_id") not in range(num_processes):
-            raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
+            raise ConfigError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
-def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(devices: int | Sequence[jax.Device] | None = None, *, arg: str = "devices") -> Mesh:
     """A 1-D mesh with axis ``"data"``.
 
     ``devices``: ``None`` for every device of every process (``jax.devices()``); an int ``n`` for the
     first ``n`` local devices of each process (in a single process: ``jax.local_devices()[:n]``); or an
     explicit sequence of devices. Devices are ordered by (process index, device id), so each process
-    owns one contiguous block of the mesh, and with it of every batch.
+    owns one contiguous block of the mesh, and with it of every batch. ``arg``: the name errors give
+    ``devices`` (the CLI's ``--devices``).
     """
     if devices is None:
         chosen = list(jax.devices())
     elif isinstance(devices, Sequence) and not isinstance(devices, str):
         chosen = list(devices)
         if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
-            raise ValueError(
+            raise ConfigError(
                 f"devices must be None, a positive int or a non-empty sequence of devices, got {devices!r}"
             )
         if len(set(chosen)) != len(chosen):
-            raise ValueError(f"devices must not repeat a device, got {devices!r}")
+            raise ConfigError(f"devices must not repeat a device, got {devices!r}")
     else:
         if not is_int(devices):
-            raise TypeError(f"devices must be None, a positive int or a sequence of devices, got {devices!r}")
-        n = operator.index(devices)
-        local = jax.local_device_count()
-        if not 1 <= n <= local:
-            raise ValueError(f"devices must be in [1, {local}] (the local devices of each process), got {n}")
+            raise ConfigTypeError(f"devices must be None, a positive int or a sequence of devices, got {devices!r}")
+        n, local = operator.index(devices), jax.local_device_count()
+        if n < 1:
+            raise ConfigError(f"{arg} must be a positive int, got {n}")
+        if n > local:
+            raise ConfigError(f"{arg} must be at most {local} (the local devices of this process), got {n}")
         per_process: dict[int, list[jax.Device]] = {}
         for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
             per_process.setdefault(d.process_index, []).append(d)
         chosen = [d for p in sorted(per_process) for d in per_process[p][:n]]
     chosen.sort(key=lambda d: (d.process_index, d.id))
     return Mesh(np.array(chosen, dtype=object), (DATA_AXIS,))
+
+
+def check_mesh(mesh: Mesh, batch_size: int) -> Mesh:
+    """``mesh`` if it is a 1-D mesh with axis ``"data"`` whose devices split ``batch_size`` evenly, with this
+    process's devices contiguous in it (:func:`process_batch_slice`); else a ``ConfigError`` naming both."""
+    if not isinstance(mesh, Mesh) or mesh.axis_names != (DATA_AXIS,):
+        raise ConfigError(f"mesh must be 1-D with axis {DATA_AXIS!r}, got axes {getattr(mesh, 'axis_names', mesh)}")
+    process_batch_slice(batch_size, mesh)
+    return mesh
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
@@ -126,7 +138,7 @@ def _local_positions(mesh: Mesh) -> list[int]:
 
 def _check_divisible(batch_size: int, mesh: Mesh) -> None:
     if batch_size % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"batch size {batch_size} is not divisible by the number of devices {mesh.size}; "
             f"use a multiple of {mesh.size} or fewer devices"
         )
@@ -142,9 +154,9 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh) -> slice:
     _check_divisible(global_batch_size, mesh)
     positions = _local_positions(mesh)
     if not positions:
-        raise ValueError(f"process {jax.process_index()} has no device in the mesh {mesh.devices.tolist()}")
+        raise ConfigError(f"process {jax.process_index()} has no device in the mesh {mesh.devices.tolist()}")
     if positions != list(range(positions[0], positions[-1] + 1)):
-        raise ValueError(
+        raise ConfigError(
             f"process {jax.process_index()}'s devices are not contiguous in the mesh: positions {positions}"
         )
     per_device = global_batch_size // mesh.size
@@ -163,10 +175,10 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """
     leaves, treedef = jax.tree_util.tree_flatten(batch)
     if not leaves:
-        raise ValueError("shard_batch: batch has no arrays")
+        raise ConfigError("shard_batch: batch has no arrays")
     sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else None for leaf in leaves}
     if None in sizes or len(sizes) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"shard_batch: every array needs the same leading (batch) dimension, got {sorted(sizes, key=str)}"
         )
     local_rows = sizes.pop()
@@ -177,7 +189,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     local_devices = len(_local_positions(mesh))
     global_rows, rem = divmod(local_rows * mesh.size, max(local_devices, 1))
     if not local_devices or rem:
-        raise ValueError(
+        raise ConfigError(
             f"shard_batch: {local_rows} local rows cannot be this process's share of a batch over {mesh.size} "
             f"devices ({local_devices} of them local)"
         )
@@ -226,7 +238,7 @@ def local_copy(tree: Any) -> Any:
             return x.addressable_data(0)
         if x.is_fully_addressable:
             return jax.device_put(x, jax.local_devices()[0])
-        raise ValueError(
+        raise ConfigError(
             f"local_copy: an array of shape {x.shape} is split across processes ({x.sharding}); gather it first"
         )
 

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import ConfigError
+
 __all__ = [
     "GradcheckReport",
     "check",
@@ -88,12 +90,12 @@ def _leaf_pairs(a: Any, b: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """The leaves of two pytrees as float64 NumPy pairs, checked for equal counts and shapes."""
     a_leaves, b_leaves = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     if len(a_leaves) != len(b_leaves):
-        raise ValueError(f"relative_error: pytrees differ, {len(a_leaves)} vs {len(b_leaves)} leaves")
+        raise ConfigError(f"relative_error: pytrees differ, {len(a_leaves)} vs {len(b_leaves)} leaves")
     pairs = []
     for x, y in zip(a_leaves, b_leaves):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape:
-            raise ValueError(f"relative_error: shapes differ, {x.shape} vs {y.shape}")
+            raise ConfigError(f"relative_error: shapes differ, {x.shape} vs {y.shape}")
         pairs.append((x, y))
     return pairs
 
@@ -190,12 +192,12 @@ def check(
       A :class:`GradcheckReport`; ``report.ok`` applies ``AUTODIFF_RTOL`` and ``FD_RTOL``.
     """
     if not args:
-        raise ValueError("check: fn needs at least one argument to differentiate")
+        raise ConfigError("check: fn needs at least one argument to differentiate")
     with jax.enable_x64(True):
         args64 = [_to_float64(a) for a in args]
         mask = _float_mask(args64)
         if not any(mask):
-            raise ValueError("check: at least one argument must be floating-point")
+            raise ConfigError("check: at least one argument must be floating-point")
         y, fn_vjp = _vjp(fn, args64, mask)
         rng = np.random.default_rng(seed)
         u = jax.tree_util.tree_map(lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape)), y)

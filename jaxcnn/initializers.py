@@ -43,6 +43,8 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from .errors import ConfigError, ConfigTypeError
+
 __all__ = [
     "Initializer",
     "compute_fans",
@@ -85,7 +87,7 @@ def _fans(shape, fan_in, fan_out) -> tuple[int, int]:
     fan_in = computed_in if fan_in is None else fan_in
     fan_out = computed_out if fan_out is None else fan_out
     if fan_in < 1 or fan_out < 1:
-        raise ValueError(
+        raise ConfigError(
             f"initializer: fans must be positive, got fan_in={fan_in}, fan_out={fan_out} for shape {tuple(shape)}"
         )
     return fan_in, fan_out
@@ -189,10 +191,10 @@ def get(init: Any, arg: str = "init") -> Callable[..., jax.Array]:
         try:
             return _BY_NAME[init]
         except KeyError:
-            raise ValueError(f"Unknown {arg}: {init!r}. It needs to be a callable or one of {list(NAMES)}") from None
+            raise ConfigError(f"Unknown {arg}: {init!r}. It needs to be a callable or one of {list(NAMES)}") from None
     if callable(init):
         return init
-    raise TypeError(f"{arg} must be a callable or one of {list(NAMES)}, got {init!r}")
+    raise ConfigTypeError(f"{arg} must be a callable or one of {list(NAMES)}, got {init!r}")
 
 
 def _accepts_fans(fn: Callable[..., Any]) -> bool:
@@ -215,5 +217,5 @@ def call(init: Callable[..., jax.Array], key, shape, dtype=jnp.float32, *, fan_i
         out = init(key, shape, dtype)
     out = jnp.asarray(out)
     if tuple(out.shape) != shape:
-        raise ValueError(f"initializer {init!r} returned shape {tuple(out.shape)}, expected {shape}")
+        raise ConfigError(f"initializer {init!r} returned shape {tuple(out.shape)}, expected {shape}")
     return out.astype(dtype)

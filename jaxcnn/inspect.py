@@ -29,9 +29,10 @@ from typing import Any, NamedTuple
 
 import jax
 
+from .errors import ConfigError
 from .layers import Layer
-from .layers.core import capture_intermediates, describe
-from .ops._padding import normalize_padding
+from .layers.core import abstract_init, capture_intermediates, describe
+from .layers.rules import ALL, kind_rules
 
 __all__ = [
     "LayerSummary",
@@ -43,7 +44,6 @@ __all__ = [
     "COMBINATORS",
 ]
 
-ALL = "all"  # a unit that sees the whole input
 
 # per spatial axis (r, j, start); ALL; or None (not a box)
 Field = Any
@@ -91,15 +91,6 @@ def _identity_field(spatial: Sequence[int]) -> Field:
     return tuple((1.0, 1.0, 0.0) for _ in spatial)
 
 
-def _window_field(field: Field, window, strides, dilation, pads) -> Field:
-    if field is None or field == ALL:
-        return field
-    return tuple(
-        (r + (k - 1) * d * j, j * s, start + ((k - 1) * d / 2 - lo) * j)
-        for (r, j, start), k, s, d, (lo, _) in zip(field, window, strides, dilation, pads)
-    )
-
-
 def _union(fields: Sequence[Field]) -> Field:
     """The field of units fed by several branches: the smallest box holding all of theirs."""
     if any(f is None for f in fields):
@@ -122,7 +113,7 @@ def receptive_box(row: LayerSummary, unit: Sequence[int], input_spatial: Sequenc
     if row.receptive_field == ALL:
         return tuple((0, n - 1) for n in input_spatial)
     if row.receptive_field is None:
-        raise ValueError(f"{row.path}: the receptive field is not a box")
+        raise ConfigError(f"{row.path}: the receptive field is not a box")
     box = []
     for r, j, start, i, n in zip(row.receptive_field, row.jump, row.start, unit, input_spatial):
         centre = start + i * j
@@ -134,77 +125,27 @@ def receptive_box(row: LayerSummary, unit: Sequence[int], input_spatial: Sequenc
 # The walk
 # ---------------------------------------------------------------------------------------------
 
-_WINDOWED = {"Conv", "DepthwiseConv", "SeparableConv", "MaxPool", "AvgPool", "LpPool", "ZeroPadShortcut"}
-_GLOBAL = {"GlobalAvgPool", "GlobalMaxPool", "Flatten"}
-_ELEMENTWISE_COST = {"BatchNorm": 2, "LocalResponseNorm": 8, "Dropout": 1}
-
 
 def _spatial(shape) -> tuple[int, ...]:
     return tuple(shape[1:-1])
 
 
-def _resolved(config: dict, spatial: tuple[int, ...]):
-    """Per-axis window, strides, dilation and explicit padding of a windowed layer on this input."""
-    nd = len(spatial)
-    expand = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)
-    window, strides, dilation = expand(config["window"]), expand(config["stride"]), expand(config["dilation"])
-    # (ceil_mode only pads the end, which moves no unit's field: the recurrences read the front padding)
-    return window, strides, dilation, normalize_padding(config["padding"], spatial, window, strides, dilation)
-
-
 def _leaf_field(kind: str, config: dict, in_shape, out_shape, field: Field) -> Field:
+    """The field after a leaf layer, by its kind's rule (:func:`jaxcnn.layers.rules.kind_rules`, registered
+    beside the layer); None for an input that is not one array."""
     if not isinstance(in_shape, tuple) or not in_shape or isinstance(in_shape[0], tuple):
         return None
-    spatial = _spatial(in_shape)
-    if kind in _WINDOWED:
-        return _window_field(field, *_resolved(config, spatial))
-    if kind in _GLOBAL:
-        return ALL if len(in_shape) > 2 or field == ALL else field
-    if kind == "AdaptiveAvgPool":
-        if field in (None, ALL):
-            return field
-        out = _spatial(out_shape)
-        if any(n % m for n, m in zip(spatial, out)):
-            return None  # uneven windows: not a box with one jump
-        k = tuple(n // m for n, m in zip(spatial, out))
-        return _window_field(field, k, k, (1,) * len(k), ((0, 0),) * len(k))
-    if kind == "ConvTranspose":
-        return None
-    return field  # elementwise, normalisation, dense over the channel axis: the field is unchanged
+    return kind_rules(kind).field(config, in_shape, out_shape, field)
 
 
 def _leaf_flops(kind: str, config: dict, in_shape, out_shape, params) -> int:
-    """Forward FLOPs of one layer: 2 per multiply-add, 1 per element a pool reads, a few per output."""
-    size = lambda shape: math.prod(shape) if shape else 0
+    """Forward FLOPs of one leaf layer, by its kind's rule; ``weights``: its kernels' entries."""
     weights = sum(int(p.size) for p in jax.tree_util.tree_leaves(params) if p.ndim > 1)
-    if kind in ("Conv", "DepthwiseConv", "SeparableConv", "Dense"):
-        return 2 * size(out_shape[:-1]) * weights + size(out_shape)  # every output position uses every weight
-    if kind == "ConvTranspose":
-        return 2 * size(in_shape[:-1]) * weights + size(out_shape)  # every input position scatters every weight
-    if kind in ("MaxPool", "AvgPool", "LpPool"):
-        window = config["window"]
-        return size(out_shape) * (window ** (len(in_shape) - 2) if isinstance(window, int) else size(window))
-    if kind in ("GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool"):
-        return size(in_shape)
-    if kind in ("Flatten", "Identity", "Dropout"):
-        return 0
-    return _ELEMENTWISE_COST.get(kind, 1) * size(out_shape)
+    return kind_rules(kind).flops(config, in_shape, out_shape, weights)
 
 
 def _count(tree) -> int:
     return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(tree))
-
-
-def _abstract_init(layer: Layer, key, in_shape):
-    """``layer.init`` traced, not run: the output shape (plain ints) and abstract params and state."""
-    box = {}
-
-    def init():
-        box["out"], params, state = layer.init(key, in_shape)
-        return params, state
-
-    params, state = jax.eval_shape(init)
-    return box["out"], params, state
 
 
 def _row(path, kind, depth, out_shape, params, flops, field) -> LayerSummary:
@@ -238,7 +179,7 @@ class _Walk:
 
     def leaf(self, layer: Layer, info, path: str, depth: int, in_shape, field):
         kind, config = (info.kind, info.config) if info is not None else ("(unknown)", {})
-        out_shape, params, state = _abstract_init(layer, self.key, in_shape)
+        out_shape, params, state = abstract_init(layer, in_shape, self.key)
         if kind == "fan_out":
             new_field = (field,) * config["n"]
         elif kind == "concatenate":

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import ConfigError, ConfigTypeError
 from .ops._validate import check_floating
 from .ops.activation import stable_log_softmax
 
@@ -30,20 +31,20 @@ def check_labels(logits: Any, labels: Any, op: str = "softmax_cross_entropy") ->
     logits = jnp.asarray(logits)
     check_floating(logits, "logits", op)
     if logits.ndim < 1:
-        raise ValueError(f"{op}: logits must have shape (..., num_classes), got shape {tuple(logits.shape)}")
+        raise ConfigError(f"{op}: logits must have shape (..., num_classes), got shape {tuple(logits.shape)}")
     if not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
+        raise ConfigTypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
+        raise ConfigError(
             f"{op}: labels must have shape {tuple(logits.shape[:-1])} (logits.shape[:-1]), got {tuple(labels.shape)}"
         )
     if not isinstance(labels, jax.core.Tracer) and labels.size:
         values = np.asarray(labels)  # concrete: np.min on a jax Array would trace inside a jit
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= logits.shape[-1]:
-            raise ValueError(f"{op}: labels must lie in [0, {logits.shape[-1]}), got values in [{lo}, {hi}]")
+            raise ConfigError(f"{op}: labels must lie in [0, {logits.shape[-1]}), got values in [{lo}, {hi}]")
     return logits, jnp.asarray(labels)
 
 
@@ -84,7 +85,7 @@ def softmax_cross_entropy(logits: Any, labels: Any):
     """
     logits, labels = check_labels(logits, labels)
     if logits.size == 0:
-        raise ValueError(f"softmax_cross_entropy: logits must be non-empty, got shape {tuple(logits.shape)}")
+        raise ConfigError(f"softmax_cross_entropy: logits must be non-empty, got shape {tuple(logits.shape)}")
     return _softmax_cross_entropy(logits, labels)
 
 
@@ -113,11 +114,11 @@ def check_mse(pred: Any, target: Any) -> tuple[jax.Array, jax.Array]:
     check_floating(pred, "pred", "mse")
     check_floating(target, "target", "mse")
     if pred.shape != target.shape:
-        raise ValueError(
+        raise ConfigError(
             f"mse: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
     if pred.size == 0:
-        raise ValueError(f"mse: pred must be non-empty, got shape {tuple(pred.shape)}")
+        raise ConfigError(f"mse: pred must be non-empty, got shape {tuple(pred.shape)}")
     return pred, target
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .errors import ConfigTypeError
 from .losses import check_labels, check_mse
 from .ops import __all__ as _OP_NAMES
 from .ops._padding import dilated_size
@@ -91,7 +92,7 @@ def max_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID")
 def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID", count_include_pad: bool = True):
     x = jnp.asarray(x)
     if not isinstance(count_include_pad, bool):
-        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
+        raise ConfigTypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
     spec = pool_spec(x, window, stride, padding, "avg_pool")
     if count_include_pad:
         return reduce_window(x, 0.0, lax.add, spec) / math.prod(spec.window)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ConfigError
 from .ops._padding import ceil_mode_padding as _ceil_mode_padding
 from .ops._padding import conv_output_size as _conv_output_size
 from .ops._padding import dilated_size, normalize_padding
@@ -49,7 +50,7 @@ def conv_output_size(n: int, k: int, *, stride: int = 1, padding: Any = 0, dilat
     s, d = as_positive_int(stride, "stride"), as_positive_int(dilation, "dilation")
     lo, hi = _pads(padding, n, k, s, d)
     if dilated_size(k, d) > n + lo + hi:
-        raise ValueError(f"a window spanning {dilated_size(k, d)} does not fit an input of {n} padded by {(lo, hi)}")
+        raise ConfigError(f"a window spanning {dilated_size(k, d)} does not fit an input of {n} padded by {(lo, hi)}")
     return _conv_output_size(n, k, s, d, lo, hi)
 
 

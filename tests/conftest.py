@@ -5,7 +5,7 @@
   refusals, one short training run): a few minutes on a 2-core CPU. Tests marked ``slow`` (training to
   accuracy, subprocess kills, multi-process runs, 224x224 networks, the benchmark smoke runs) run with
   ``-m slow``, together with the property-based sweeps at their wide setting. CI runs both.
-- **Sweeps.** Every hypothesis test runs ``JAXCNN_HYPOTHESIS_EXAMPLES`` examples (default 10) in the
+- **Sweeps.** Every hypothesis test runs ``JAXCNN_HYPOTHESIS_EXAMPLES`` examples (default 8) in the
   default tier and ``JAXCNN_HYPOTHESIS_WIDE`` (default 120) when the run selects ``slow``, as JAX's own
   suite runs ``JAX_NUM_GENERATED_CASES`` cases by default and many more in CI.
 - **float64.** Tests run in float64 unless an array is made float32/bfloat16 on purpose (gradients to 1e-10).
@@ -32,7 +32,7 @@ jax.config.update("jax_enable_x64", True)
 
 # Each hypothesis example compiles fresh shapes: no deadline, a bounded number of examples.
 for _profile, _variable, _default in (
-    ("default", "JAXCNN_HYPOTHESIS_EXAMPLES", 10),
+    ("default", "JAXCNN_HYPOTHESIS_EXAMPLES", 8),
     ("wide", "JAXCNN_HYPOTHESIS_WIDE", 120),
 ):
     settings.register_profile(

@@ -16,7 +16,7 @@ import pytest
 from helpers import tiered
 from jax._src import array as jax_array
 
-from jaxcnn import data, losses, models, ops, reference, train
+from jaxcnn import data, losses, models, ops, reference, train, xla_cpu
 
 conv_module = importlib.import_module("jaxcnn.ops.conv")  # (jaxcnn.ops.conv is the function)
 norm_module = importlib.import_module("jaxcnn.ops.norm")
@@ -426,11 +426,11 @@ def test_bfloat16_products_are_summed_in_float32(platform):
 
 _ROUTE_PROBE = """
 import sys
-from jaxcnn.train import run
+from jaxcnn import xla_cpu
 before = sys.argv[1] == "before"
 if not before:
     import jax.numpy as jnp; jnp.zeros(1).block_until_ready()  # the backend starts first: too late
-added = run.prefer_xla_cpu_convolutions()
+added = xla_cpu.prefer_xla_cpu_convolutions()
 import jax
 conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 hlo = jax.jit(conv).lower(jax.numpy.ones((8, 14, 14, 32)), jax.numpy.ones((5, 5, 32, 64))).compile().as_text()
@@ -508,5 +508,5 @@ def test_jaxcnn_train_records_the_route_it_trained_with(tmp_path):
     assert environment["backend"] == jax.default_backend() and environment["jax"] == jax.__version__
     import jaxlib.version
 
-    expected = train.run.XLA_CPU_CONVOLUTIONS if jaxlib.version.__version__.startswith("0.10.") else ""
+    expected = xla_cpu.XLA_CPU_CONVOLUTIONS if jaxlib.version.__version__.startswith("0.10.") else ""
     assert environment["xla_flags"] == expected

@@ -14,11 +14,11 @@ from helpers import require_module
 
 from jaxcnn import cli
 from jaxcnn import models as zoo
-from jaxcnn.bench import flax_models, report, scaling, suite
+from jaxcnn.bench import flax_models, report, scaling, suite, twins
 from jaxcnn.bench import models as model_bench
 from jaxcnn.bench import ops as op_bench
 
-TWINS = list(model_bench.TWINS)
+TWINS = list(twins.TWINS)
 
 
 @pytest.mark.slow
@@ -73,7 +73,7 @@ def test_step_flops_are_three_forward_passes():
 @functools.cache
 def _jaxcnn_case(name: str, batch: int = 3):
     """jaxcnn's params, state (running averages moved off their init), an input and its eval/train outputs."""
-    shape, factory = model_bench.MODELS[name]
+    shape, factory = twins.BENCHMARKED[name]
     model = factory()
     _, params, state = model.init(jax.random.PRNGKey(0), (batch, *shape))
     state = jax.tree_util.tree_map(lambda a: a + 0.5 * jnp.linspace(0, 1, a.size, dtype=a.dtype), state)
@@ -120,6 +120,7 @@ def test_torch_twin_has_jaxcnn_params_shapes_and_outputs(name):
             np.testing.assert_allclose(out, trained, rtol=1e-4, atol=1e-4 * np.abs(trained).max())
 
 
+@pytest.mark.slow
 def test_twins_follow_the_image_size():
     """The image sweep builds every implementation on other image sizes (lenet5's dense layer grows)."""
     prepared = model_bench.prepare("lenet5", 2, ["jaxcnn", "flax", "torch_nchw"], input_shape=(36, 36, 1))
@@ -214,6 +215,7 @@ def _modules_after(imports: str) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.mark.slow
 def test_the_cli_and_the_suite_do_not_import_each_other_in_a_circle():
     assert not [m for m in _modules_after("import jaxcnn.cli") if m.startswith("jaxcnn.bench")]
     suite_modules = _modules_after(

@@ -502,7 +502,9 @@ def test_load_names():
     assert "train=(8, 8, 8, 1)" in repr(ds)
     assert ds.class_names == ("0", "1", "2", "3")
     with pytest.raises(
-        ValueError, match="unknown dataset 'cifar10'; valid names: fashion-mnist, mnist1d, digits, synthetic"
+        ValueError,
+        match=r"Unknown dataset: 'cifar10'. It needs to be one of \['fashion-mnist', 'mnist1d', 'digits', "
+        r"'synthetic'\]",
     ):
         data.load("cifar10")
 

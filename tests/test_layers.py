@@ -82,10 +82,16 @@ def case_id(case):
     return name + ("" if args is None else repr(args) + (repr(kwargs) if kwargs else ""))
 
 
-SHAPE_CASES = [(name, args, kwargs, shape) for name, args, kwargs, shapes in CASES for shape in shapes]
+# Every layer at its first input shape in the default tier, at the others in the slow one.
+SHAPE_CASES = [
+    pytest.param(name, args, kwargs, shape, id=f"{case_id((name, args, kwargs, None))}-{shape}",
+                 marks=[pytest.mark.slow] if i else [])
+    for name, args, kwargs, shapes in CASES
+    for i, shape in enumerate(shapes)
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("name, args, kwargs, shape", SHAPE_CASES, ids=[f"{case_id(c)}-{c[3]}" for c in SHAPE_CASES])
+@pytest.mark.parametrize("name, args, kwargs, shape", SHAPE_CASES)
 def test_apply_shape_equals_init_shape(name, args, kwargs, shape):
     layer = build(layers, name, args, kwargs)
     out_shape, params, state = jit_init(layer, KEY, shape)

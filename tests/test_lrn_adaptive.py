@@ -329,7 +329,13 @@ REF_KW = {
 IDS = [b[0] for b in BOUND]
 
 
-@pytest.mark.parametrize("name,fn,ref,shape", BOUND, ids=IDS)
+@pytest.mark.parametrize(
+    "name,fn,ref,shape",
+    [
+        pytest.param(*b, id=b[0], marks=[pytest.mark.slow] if b[0] in ("lrn_alexnet", "adaptive_3d") else [])
+        for b in BOUND
+    ],
+)
 def test_grad_of_grad_matches_reference(name, fn, ref, shape, rng):
     x = _normal(rng, shape) * 2
 

@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import per_array_error
+from helpers import per_array_error, tiered
 
 import jaxcnn
 from jaxcnn import losses, models, reference
 from jaxcnn.gradcheck import relative_error
+from jaxcnn.layers import core
 
 KEY = jax.random.key(0)
 RTOL = 1e-10
@@ -29,15 +30,7 @@ def normal(shape, seed=0, dtype=jnp.float64):
 
 
 def abstract_init(model, shape):
-    """``model.init`` traced, not run: the output shape (shape arithmetic) and ShapeDtypeStruct pytrees."""
-    box = {}
-
-    def init(key):
-        box["out"], params, state = model.init(key, shape)
-        return params, state
-
-    params, state = jax.eval_shape(init, KEY)
-    return box["out"], params, state
+    return core.abstract_init(model, shape, KEY)
 
 
 def random_like(tree, seed):
@@ -84,26 +77,29 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_apply_shape_equals_init_shape(name):
-    factory, natural, others = MODELS[name]
+# Each model at its natural input shape in the default tier, at the other sizes it accepts in the slow one.
+SHAPE_CASES = [(name, natural) for name, (_, natural, _) in MODELS.items()] + [
+    pytest.param(name, shape, marks=pytest.mark.slow) for name, (_, _, others) in MODELS.items() for shape in others
+]
+
+
+@pytest.mark.parametrize("name, shape", SHAPE_CASES)
+def test_apply_shape_equals_init_shape(name, shape):
+    factory, natural, _ = MODELS[name]
     model = factory()
-    for shape in [natural, *others]:
-        out_shape, params, state = abstract_init(model, shape)
-        for batch in (1, 4):
-            x = jax.ShapeDtypeStruct((batch, *shape[1:]), jnp.float32)
-            for train in (False, True):
-                y, new_state = jax.eval_shape(
-                    lambda p, s, x, train=train: model.apply(p, s, x, key=jax.random.key(1), train=train),
-                    params,
-                    state,
-                    x,
-                )
-                assert y.shape == (batch, *out_shape[1:]) and y.dtype == jnp.float32
-                assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+    out_shape, params, state = abstract_init(model, shape)
+    for batch in (1, 4):
+        x = jax.ShapeDtypeStruct((batch, *shape[1:]), jnp.float32)
+        for train in (False, True):
+            y, new_state = jax.eval_shape(
+                lambda p, s, x, train=train: model.apply(p, s, x, key=jax.random.key(1), train=train), params, state, x
+            )
+            assert y.shape == (batch, *out_shape[1:]) and y.dtype == jnp.float32
+            assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+    if shape != natural:
+        return
     # and once for real, at the natural shape (random parameters: running every initializer for every
     # kernel shape would only add PRNG compilations; initializers are tested on their own)
-    out_shape, params, state = abstract_init(model, natural)
     params, state = random_like(params, seed=0), random_like(state, seed=1)
     y, _ = jax.jit(lambda p, s, x: model.apply(p, s, x, key=jax.random.key(1), train=True))(
         params, state, normal(natural)
@@ -232,7 +228,9 @@ GRAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("name", list(GRAD_INPUTS))
+# The default tier covers every kind of network (plain, batch norm and residual, depthwise, transposed, 1-D,
+# 3-D); the slow tier adds the models built from the same layers.
+@pytest.mark.parametrize("name", tiered(GRAD_INPUTS, slow={"seed_cnn", "fashion_cnn", "resnet8_conv", "vgg_small"}))
 def test_whole_network_gradient_equals_reference_twin(name):
     """jax.grad through the hand-derived ops equals jax.grad of the same network built from the
     jaxcnn.reference twins (autodiff), with the same parameters, to 1e-10 in float64."""

@@ -13,12 +13,12 @@ from jaxcnn.ops._padding import (
     dilated_size,
     input_grad_padding,
     normalize_padding,
-    normalize_tuple,
     same_padding,
     transpose_output_size,
     unreached_rows,
     weight_grad_padding,
 )
+from jaxcnn.ops._validate import normalize_tuple
 
 CONFIGS = [
     (n, k, s, d, lo, hi)

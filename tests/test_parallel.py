@@ -136,6 +136,7 @@ def four_devices():
     return _run_script(FOUR_DEVICES, devices=4)
 
 
+@pytest.mark.slow
 def test_a_step_on_four_devices_equals_one_device_with_batch_norm(four_devices):
     r = four_devices
     assert r["params_changed"]
@@ -145,11 +146,13 @@ def test_a_step_on_four_devices_equals_one_device_with_batch_norm(four_devices):
     assert abs(r["loss"][0] - r["loss"][1]) < 1e-5 * abs(r["loss"][0])
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_are_those_of_the_global_batch(four_devices):
     assert four_devices["bn_mean_is_global"] < 1e-5
     assert four_devices["bn_mean_of_one_shard"] > 1e-3  # so the check above tells the two apart
 
 
+@pytest.mark.slow
 def test_state_is_replicated_and_the_batch_is_split_over_four_devices(four_devices):
     r = four_devices
     assert r["state_replicated_on_4"]
@@ -159,6 +162,7 @@ def test_state_is_replicated_and_the_batch_is_split_over_four_devices(four_devic
     assert r["all_reduce_in_hlo"]  # XLA inserted the gradient (and batch-statistics) all-reduce
 
 
+@pytest.mark.slow
 def test_fit_on_four_devices_equals_fit_on_one(four_devices):
     r = four_devices
     assert r["fit_rel_err"] < 1e-4, r
@@ -166,6 +170,7 @@ def test_fit_on_four_devices_equals_fit_on_one(four_devices):
     assert r["fit_sharded"] == 4
 
 
+@pytest.mark.slow
 def test_a_batch_the_devices_do_not_divide_is_refused_in_one_line(four_devices):
     r = four_devices
     assert r["fit_error"].startswith("batch size 6 is not divisible by the number of devices 4")

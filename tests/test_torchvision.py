@@ -127,15 +127,15 @@ def test_train_mode_gradients_equal_torch_autograd_in_float64(tv, name):
     assert max(errors.values()) <= 1e-9, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
     # the running statistics moved as torch's did (momentum 0.1 there is 0.9 here; unbiased variance)
     running = {k: v.numpy() for k, v in reference.state_dict().items() if "running" in k}
-    ours_state = _as_torch_state_dict(new_state, name, state=True)
+    ours_state = _as_torch_state_dict(new_state, name)
     assert max(_rel(ours_state[k], running[k]) for k in running) <= 1e-12
 
 
-def _as_torch_state_dict(tree, name: str, *, state: bool = False) -> dict[str, np.ndarray]:
+def _as_torch_state_dict(tree, name: str) -> dict[str, np.ndarray]:
     """Our params (or state) tree as torchvision keys and layouts: the inverse of from_torchvision."""
-    from jaxcnn.models.torchvision import _layers, _layers_with_state
+    from jaxcnn.models.torchvision import named_layers
 
-    nodes = _layers_with_state(tree) if state else _layers(tree)
+    nodes = named_layers(tree)
     out = {}
     for path, node in nodes.items():
         for leaf, value in node.items():

@@ -205,6 +205,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert header(killed)["sha256"] == header(full)["sha256"]  # bit-identical parameters and optimizer state
 
 
+@pytest.mark.slow
 def test_cli_train_eval_and_plots(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "synthetic", "--epochs", "1", "--out", str(out)]) == 0
@@ -352,3 +353,106 @@ def test_resume_with_dropout_batch_norm_and_augmentation_is_bit_identical(tiny_d
     assert not _equal_trees(full.state.model_state, train.init_train_state(
         serial(layers.Conv(4, 3, stride=2), layers.BatchNorm()), (32, 28, 28, 1), optax.sgd(0.1), 0
     ).model_state)  # fmt: skip
+
+
+class _Recorder(train.Callback):
+    """Every hook call, in order: (hook, step, the row's keys or None)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, loop, progress, state):
+        self.calls.append(("start", progress.step, None))
+
+    def on_step(self, loop, progress, state):
+        self.calls.append(("step", progress.step, None))
+
+    def on_log(self, loop, progress, row):
+        self.calls.append(("log", progress.step, row))
+
+    def on_evaluation(self, loop, progress, row, state):
+        self.calls.append(("evaluation", progress.step, row))
+
+    def on_end(self, loop, progress, state):
+        self.calls.append(("end", progress.step, None))
+
+    def on_close(self, loop, progress):
+        self.calls.append(("close", progress.step, None))
+
+
+def test_callbacks_see_every_step_row_and_evaluation_in_order(tiny_data, tmp_path):
+    recorder = _Recorder()
+    result = _fit(tiny_data, tmp_path, epochs=2, callbacks=[recorder])  # 8 steps an epoch, a row every 4
+    hooks = [(hook, step) for hook, step, _ in recorder.calls]
+    expected = [("start", 0)]
+    for step in range(1, 17):
+        expected += [("log", step)] if step % 4 == 0 else []
+        expected += [("step", step)]
+        expected += [("evaluation", step)] if step % 8 == 0 else []
+    assert hooks == [*expected, ("end", 16), ("close", 16)]
+    # the rows the callbacks saw are the run's history and metrics.jsonl, in the same order
+    rows = [row for hook, _, row in recorder.calls if row is not None]
+    assert rows == result.history
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == rows
+
+
+def test_a_failing_run_still_closes_its_callbacks(tiny_data, tmp_path):
+    class Stop(_Recorder):
+        def on_log(self, loop, progress, row):
+            super().on_log(loop, progress, row)
+            raise KeyboardInterrupt  # as a user stopping the run
+
+    stop = Stop()
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tiny_data, tmp_path, callbacks=[stop])
+    assert [hook for hook, _, _ in stop.calls][-2:] == ["log", "close"]
+
+
+def test_fit_takes_a_frozen_config_or_its_fields_as_keywords(tiny_data):
+    opt = optax.sgd(0.1)
+    config = train.FitConfig(epochs=1, batch_size=64, optimizer=opt, progress=False)
+    by_config = train.fit(models.lenet5(num_classes=4), tiny_data, config)
+    by_keywords = train.fit(models.lenet5(num_classes=4), tiny_data, epochs=1, batch_size=64, optimizer=opt,
+                            progress=False)  # fmt: skip
+    replaced = train.fit(models.lenet5(num_classes=4), tiny_data, config._replace(batch_size=32), batch_size=64)
+    for other in (by_keywords, replaced):
+        assert _equal_trees(by_config.state, other.state) and _equal_trees(by_config.test, other.test)
+    with pytest.raises(ValueError, match="fit got an unknown setting 'epoch'; FitConfig's fields are"):
+        train.fit(models.lenet5(num_classes=4), tiny_data, config, epoch=3)
+    with pytest.raises(ValueError, match="fit needs epochs, optimizer"):
+        train.fit(models.lenet5(num_classes=4), tiny_data, batch_size=3)
+    with pytest.raises(ValueError, match="callbacks must be jaxcnn.train.Callback instances, got"):
+        train.fit(models.lenet5(num_classes=4), tiny_data, config, callbacks=[print])
+    with pytest.raises(AttributeError):
+        config.epochs = 2  # frozen
+
+
+def test_the_cli_turns_library_errors_into_one_line_and_keeps_other_tracebacks(monkeypatch, capsys):
+    from jaxcnn.errors import ConfigError
+    from jaxcnn.train import run
+
+    def broken(options):
+        raise ZeroDivisionError("a bug, not a usage error")
+
+    monkeypatch.setattr(run, "main", broken)
+    with pytest.raises(ZeroDivisionError):  # a programming error keeps its traceback
+        main(["train", "--dataset", "synthetic"])
+
+    def refused(options):
+        raise ConfigError(f"--epochs {options.epochs} does not fit\nsecond line")
+
+    monkeypatch.setattr(run, "main", refused)
+    assert main(["train", "--dataset", "synthetic", "--epochs", "3"]) == 2
+    assert capsys.readouterr().err == "jaxcnn train: error: --epochs 3 does not fit\n"
+
+
+def test_a_log_window_may_span_an_epochs_end(tiny_data):
+    """With 8 steps an epoch and a row every 3 steps, the row of step 9 averages steps 7, 8 and 9."""
+    per_step = _fit(tiny_data, None, epochs=2, log_every=1).history
+    every_3 = _fit(tiny_data, None, epochs=2, log_every=3).history
+    loss = {row["step"]: row["loss"] for row in per_step if "loss" in row}
+    rows = {row["step"]: row for row in every_3 if "loss" in row}
+    assert sorted(rows) == [3, 6, 9, 12, 15, 16]
+    for step, first in ((9, 7), (12, 10), (16, 16)):
+        window = [loss[s] for s in range(first, step + 1)]
+        np.testing.assert_allclose(rows[step]["loss"], np.mean(window), rtol=1e-6)

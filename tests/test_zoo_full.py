@@ -14,20 +14,14 @@ from helpers import per_array_error, tiered
 import jaxcnn
 from jaxcnn import combinators, layers, losses, models, reference, train
 from jaxcnn.cli import main
+from jaxcnn.layers import core
 
 KEY = jax.random.key(0)
 RTOL = 1e-10
 
 
 def abstract_init(model, shape):
-    box = {}
-
-    def init(key):
-        box["out"], params, state = model.init(key, shape)
-        return params, state
-
-    params, state = jax.eval_shape(init, KEY)
-    return box["out"], params, state
+    return core.abstract_init(model, shape, KEY)
 
 
 def random_like(tree, seed):

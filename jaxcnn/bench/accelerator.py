@@ -25,8 +25,9 @@ import optax
 from jaxcnn import losses, models, reference, train
 
 from . import output
-from .models import LEARNING_RATE, MOMENTUM, TWINS
+from .models import LEARNING_RATE, MOMENTUM
 from .timing import compare
+from .twins import TWINS
 
 SMALL = {"lenet5": (28, 28, 1), "fashion_cnn": (28, 28, 1), "resnet20": (32, 32, 3), "mobilenet_small": (28, 28, 1)}
 LARGE = {"resnet50": (224, 224, 3), "vgg16": (224, 224, 3)}

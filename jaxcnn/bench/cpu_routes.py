@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from ..train.run import XLA_CPU_CONVOLUTIONS as NO_YNN  # the route `jaxcnn train` chooses: no YNNPACK
+from ..xla_cpu import XLA_CPU_CONVOLUTIONS as NO_YNN  # the route `jaxcnn train` chooses: no YNNPACK
 
 ROUTES = {
     "default": "",  # this jaxlib (0.10.2) hands convolutions to YNNPACK by default

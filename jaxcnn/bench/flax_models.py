@@ -26,8 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.models.mobilenet import MOBILENET_SMALL
+from jaxcnn.models.torchvision import named_layers
 
-__all__ = ["LeNet5", "FashionCNN", "ResNet20", "MobileNetSmall", "MODELS", "make", "params_from_jaxcnn"]
+from ..errors import ConfigError
+
+__all__ = ["LeNet5", "FashionCNN", "ResNet20", "MobileNetSmall", "FLAX_TWINS", "make", "params_from_jaxcnn"]
 
 # jaxcnn's "he_normal": N(0, 2 / fan_in), untruncated; fan_in = prod(window) * in_channels_per_group.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -137,7 +140,7 @@ class MobileNetSmall(nn.Module):
         return _dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
+FLAX_TWINS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
     "fashion_cnn": FashionCNN,
     "resnet20": ResNet20,
@@ -147,31 +150,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 
 def make(name: str) -> nn.Module:
     """The Flax twin of ``jaxcnn.models.<name>()`` (10 classes)."""
-    return MODELS[name]()
-
-
-def _jaxcnn_layers(tree: Any) -> list[dict]:
-    """The parameter (or state) dicts of jaxcnn's layers in execution order.
-
-    ``serial`` keeps a tuple in layer order; ``residual`` a dict whose sorted keys (``block``, then
-    ``shortcut``) are also its execution order; a layer's own dict holds arrays.
-    """
-    if isinstance(tree, (tuple, list)):
-        return [layer for child in tree for layer in _jaxcnn_layers(child)]
-    if isinstance(tree, dict):
-        if not tree:
-            return []
-        if all(hasattr(v, "shape") for v in tree.values()):
-            return [tree]
-        return [layer for key in sorted(tree) for layer in _jaxcnn_layers(tree[key])]
-    raise TypeError(f"unexpected jaxcnn pytree node {type(tree).__name__}")
-
-
-def _flax_layers(tree: Any) -> list[dict]:
-    """The leaf-module dicts of a Flax collection in creation (= execution) order of ``@nn.compact``."""
-    if all(hasattr(v, "shape") for v in tree.values()):
-        return [tree]
-    return [layer for child in tree.values() for layer in _flax_layers(child)]
+    return FLAX_TWINS[name]()
 
 
 _RENAME = {"offset": "bias"}  # jaxcnn's batch-norm shift is Flax's "bias"; every other name agrees
@@ -179,9 +158,9 @@ _RENAME = {"offset": "bias"}  # jaxcnn's batch-norm shift is Flax's "bias"; ever
 
 def _convert(template: Any, jaxcnn_tree: Any) -> Any:
     """``template`` (a Flax collection) with its leaves replaced by jaxcnn's, matched by execution order."""
-    sources, targets = _jaxcnn_layers(jaxcnn_tree), _flax_layers(template)
+    sources, targets = list(named_layers(jaxcnn_tree).values()), list(named_layers(template).values())
     if len(sources) != len(targets):
-        raise ValueError(f"jaxcnn has {len(sources)} parameterised layers, the Flax model {len(targets)}")
+        raise ConfigError(f"jaxcnn has {len(sources)} parameterised layers, the Flax model {len(targets)}")
     replaced = {id(t): {_RENAME.get(k, k): v for k, v in s.items()} for s, t in zip(sources, targets)}
 
     def rebuild(node):
@@ -189,7 +168,7 @@ def _convert(template: Any, jaxcnn_tree: Any) -> Any:
             new = replaced[id(node)]
             for key, value in node.items():
                 if key not in new or np.shape(new[key]) != np.shape(value):
-                    raise ValueError(f"Flax leaf {key} {np.shape(value)} has no jaxcnn counterpart of that shape")
+                    raise ConfigError(f"Flax leaf {key} {np.shape(value)} has no jaxcnn counterpart of that shape")
             return {key: jnp.asarray(new[key]) for key in node}
         return {key: rebuild(child) for key, child in node.items()}
 
@@ -209,10 +188,10 @@ def main() -> int:
 
     from jaxcnn import models
 
-    from .models import MODELS as SHAPES
+    from .twins import BENCHMARKED
 
-    for name, module in MODELS.items():
-        shape, factory = SHAPES[name]
+    for name, module in FLAX_TWINS.items():
+        shape, factory = BENCHMARKED[name]
         _, params, _ = factory().init(jax.random.PRNGKey(0), (2, *shape))
         variables = module().init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)), train=False)
         flax_count, jaxcnn_count = models.count_params(variables["params"]), models.count_params(params)

@@ -45,16 +45,8 @@ from jaxcnn import losses, models, reference
 
 from . import output
 from .timing import compare
+from .twins import BENCHMARKED, TWINS
 
-MODELS = {
-    "lenet5": ((28, 28, 1), models.lenet5),
-    "fashion_cnn": ((28, 28, 1), models.fashion_cnn),
-    "resnet20": ((32, 32, 3), models.resnet20),
-    "mobilenet_small": ((28, 28, 1), models.mobilenet_small),
-    "mnist1d_cnn": ((40, 1), models.mnist1d_cnn),
-}
-# Models with Flax and PyTorch twins (jaxcnn/bench/flax_models.py, jaxcnn/bench/torch_models.py).
-TWINS = ("lenet5", "fashion_cnn", "resnet20", "mobilenet_small")
 IMPLEMENTATIONS = ("jaxcnn", "autodiff", "flax", "torch_nchw", "torch_channels_last")
 JAX_IMPLEMENTATIONS = ("jaxcnn", "autodiff", "flax")
 # What --impls accepts: "torch" means both memory layouts.
@@ -150,7 +142,7 @@ def prepare(name: str, batch: int, implementations, *, input_shape=None, seed: i
     """Build the steps of ``implementations`` (names from IMPLEMENTATIONS) for model ``name``; ``input_shape``
     (without the batch axis) defaults to the model's own. Flax and PyTorch are skipped for models without
     twins."""
-    default_shape, factory = MODELS[name]
+    default_shape, factory = BENCHMARKED[name]
     shape = tuple(input_shape or default_shape)
     optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
     hand = factory()
@@ -197,7 +189,7 @@ def prepare(name: str, batch: int, implementations, *, input_shape=None, seed: i
 
 def forward_flops(name: str, batch: int, input_shape=None) -> float:
     """FLOPs of the jitted autodiff (``jaxcnn.reference``) forward pass in train mode, by XLA's cost analysis."""
-    default_shape, factory = MODELS[name]
+    default_shape, factory = BENCHMARKED[name]
     shape = (batch, *(input_shape or default_shape))
     model = factory(ops=reference)
     _, params, state = model.init(jax.random.PRNGKey(0), shape)
@@ -310,7 +302,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=sorted(BENCHMARKED), default=list(BENCHMARKED))
     parser.add_argument("--batch", type=int, default=128, help="examples per step (default 128)")
     parser.add_argument(
         "--impls", nargs="+", choices=CHOICES, default=list(CHOICES), help="implementations (default all)"

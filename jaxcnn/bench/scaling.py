@@ -78,9 +78,10 @@ def batch_sweep(model_names, batches, implementations, repeats: int) -> list[dic
 
 def image_sweep(model_name: str, sizes, batch: int, implementations, repeats: int) -> list[dict]:
     """Step time of one model on square images of each size (the model's own channel count)."""
-    from .models import MODELS, prepare
+    from .models import prepare
+    from .twins import BENCHMARKED
 
-    channels = MODELS[model_name][0][-1]
+    channels = BENCHMARKED[model_name][0][-1]
     rows = []
     for size in sizes:
         prepared = prepare(model_name, batch, implementations, input_shape=(size, size, channels))
@@ -140,13 +141,14 @@ def rss_child(model_name: str, impl: str, batch: int, steps: int) -> dict:
     import jax
 
     from . import models
+    from .twins import BENCHMARKED
 
     if impl.startswith("torch"):
         import torch  # noqa: F401
     elif impl == "flax":
         from . import flax_models  # noqa: F401
     after_imports = _max_rss_bytes()
-    shape, factory = models.MODELS[model_name]
+    shape, factory = BENCHMARKED[model_name]
     factory().init(jax.random.PRNGKey(0), (batch, *shape))
     baseline = _max_rss_bytes()
     prepared = models.prepare(model_name, batch, [impl])
@@ -202,7 +204,8 @@ def main(argv=None) -> int:
         model_name, impl, batch, steps = argv[1:5]
         print(json.dumps(rss_child(model_name, impl, int(batch), int(steps))))
         return 0
-    from .models import CHOICES, MODELS, expand_choices
+    from .models import CHOICES, expand_choices
+    from .twins import BENCHMARKED
 
     parser.add_argument("--quick", action="store_true", help="a small sweep on lenet5 only, 3 repeats")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to run (default all)")
@@ -210,16 +213,16 @@ def main(argv=None) -> int:
         "--impls", nargs="+", choices=CHOICES, default=["jaxcnn", "autodiff"], help="timed (default jaxcnn autodiff)"
     )
     parser.add_argument(
-        "--models", nargs="+", choices=sorted(MODELS), default=["lenet5", "fashion_cnn"], help="batch sweep models"
+        "--models", nargs="+", choices=sorted(BENCHMARKED), default=["lenet5", "fashion_cnn"], help="batch sweep models"
     )
     parser.add_argument("--batches", nargs="+", type=int, default=list(DEFAULT_BATCHES), help="batch sweep sizes")
-    parser.add_argument("--image-model", choices=sorted(MODELS), default="resnet20", help="image sweep model")
+    parser.add_argument("--image-model", choices=sorted(BENCHMARKED), default="resnet20", help="image sweep model")
     parser.add_argument(
         "--image-sizes", nargs="+", type=int, default=list(DEFAULT_IMAGE_SIZES), help="image sweep sizes (pixels)"
     )
     parser.add_argument("--image-batch", type=int, default=32, help="image sweep batch (default 32)")
     parser.add_argument(
-        "--memory-models", nargs="+", choices=sorted(MODELS), default=["lenet5", "resnet20"], help="memory models"
+        "--memory-models", nargs="+", choices=sorted(BENCHMARKED), default=["lenet5", "resnet20"], help="memory models"
     )
     parser.add_argument("--memory-batch", type=int, default=128, help="memory batch (default 128)")
     parser.add_argument(

@@ -16,6 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .._arguments import POSITIVE_INT
 from . import output
 
 
@@ -46,12 +47,6 @@ PARTS = ("ops", "models", "scaling", "report", "accelerator")
 DEFAULT_PARTS = ("ops", "models", "scaling", "report")  # accelerator: on request (a GPU or TPU host)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
-    return int(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The suite's options, for ``python -m jaxcnn.bench`` and the ``jaxcnn bench`` subcommand."""
     parser.add_argument(
@@ -67,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_PARTS),
         help="what to run (default: all but accelerator, which times the steps on a GPU or TPU)",
     )
-    parser.add_argument("--repeats", type=_positive_int, help="timed rounds per case (default: per benchmark)")
+    parser.add_argument("--repeats", type=POSITIVE_INT, help="timed rounds per case (default: per benchmark)")
 
 
 def main(argv=None, prog: str = "python -m jaxcnn.bench") -> int:

@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from jaxcnn.models.mobilenet import MOBILENET_SMALL
+from jaxcnn.models.torchvision import named_layers, to_torch_layout
 
-__all__ = ["LeNet5", "FashionCNN", "ResNet20", "MobileNetSmall", "MODELS", "make", "load_jaxcnn_params"]
+from ..errors import ConfigError
+
+__all__ = ["LeNet5", "FashionCNN", "ResNet20", "MobileNetSmall", "TORCH_TWINS", "make", "load_jaxcnn_params"]
 
 
 def _init(module: nn.Module) -> nn.Module:
@@ -167,18 +170,12 @@ class MobileNetSmall(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
-MODELS = {"lenet5": LeNet5, "fashion_cnn": FashionCNN, "resnet20": ResNet20, "mobilenet_small": MobileNetSmall}
+TORCH_TWINS = {"lenet5": LeNet5, "fashion_cnn": FashionCNN, "resnet20": ResNet20, "mobilenet_small": MobileNetSmall}
 
 
 def make(name: str, input_shape) -> nn.Module:
     """The PyTorch twin of ``jaxcnn.models.<name>()`` for channels-last ``input_shape`` ``(H, W, C)``."""
-    return MODELS[name](tuple(input_shape))
-
-
-def _jaxcnn_layers(tree: Any) -> list[dict]:
-    from .flax_models import _jaxcnn_layers as layers
-
-    return layers(tree)
+    return TORCH_TWINS[name](tuple(input_shape))
 
 
 def _tensor(a) -> torch.Tensor:
@@ -188,34 +185,28 @@ def _tensor(a) -> torch.Tensor:
 @torch.no_grad()
 def load_jaxcnn_params(model: nn.Module, params: Any, state: Any) -> nn.Module:
     """Copy jaxcnn's ``params`` and batch-norm ``state`` into ``model`` (in place), layer by layer in
-    execution order (modules are registered in that order). Conv kernels ``(kh, kw, in, out)`` become
-    ``(out, in, kh, kw)``, dense kernels ``(in, out)`` become ``(out, in)``; the dense layer after a
-    flatten has its rows permuted from jaxcnn's (H, W, C) order to PyTorch's (C, H, W)."""
+    execution order (modules are registered in that order), each array in PyTorch's layout
+    (:func:`jaxcnn.models.torchvision.to_torch_layout`: kernels ``(out, in, *window)``, the dense layer after
+    a flatten with its rows in PyTorch's (C, H, W) order)."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
-    sources, states = _jaxcnn_layers(params), _jaxcnn_layers(state)
+    sources, states = list(named_layers(params).values()), list(named_layers(state).values())
     if len(sources) != len(layers):
-        raise ValueError(f"jaxcnn has {len(sources)} parameterised layers, the PyTorch model {len(layers)}")
+        raise ConfigError(f"jaxcnn has {len(sources)} parameterised layers, the PyTorch model {len(layers)}")
     flatten_chw = getattr(model, "flatten_chw", None)
     first_dense = True
     for module, source in zip(layers, sources):
         if isinstance(module, nn.BatchNorm2d):
             running = states.pop(0)
-            module.weight.copy_(_tensor(source["scale"]))
-            module.bias.copy_(_tensor(source["offset"]))
+            for target, value in ((module.weight, source["scale"]), (module.bias, source["offset"])):
+                target.copy_(_tensor(value))
             module.running_mean.copy_(_tensor(running["mean"]))
             module.running_var.copy_(_tensor(running["var"]))
             continue
-        kernel = np.asarray(source["kernel"], np.float32)
-        if isinstance(module, nn.Conv2d):
-            kernel = kernel.transpose(3, 2, 0, 1)
-        else:
-            if first_dense and flatten_chw is not None:
-                c, h, w = flatten_chw
-                kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-            first_dense = False
-            kernel = kernel.T
+        chw = flatten_chw if isinstance(module, nn.Linear) and first_dense else None
+        first_dense = first_dense and not isinstance(module, nn.Linear)
+        kernel = to_torch_layout(np.asarray(source["kernel"], np.float32), chw)
         if tuple(kernel.shape) != tuple(module.weight.shape):
-            raise ValueError(f"jaxcnn kernel {kernel.shape} does not fit {module} weight {tuple(module.weight.shape)}")
+            raise ConfigError(f"jaxcnn kernel {kernel.shape} does not fit {module} weight {tuple(module.weight.shape)}")
         module.weight.copy_(_tensor(kernel))
         if module.bias is not None:
             module.bias.copy_(_tensor(source["bias"]))
@@ -227,11 +218,11 @@ def main() -> int:
 
     from jaxcnn import models
 
-    from .models import MODELS as SHAPES
+    from .twins import BENCHMARKED
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in MODELS:
-        shape, factory = SHAPES[name]
+    for name in TORCH_TWINS:
+        shape, factory = BENCHMARKED[name]
         _, params, _ = factory().init(jax.random.PRNGKey(0), (2, *shape))
         count = sum(p.numel() for p in make(name, shape).parameters())
         print(f"{name:16s} torch {count:>10,}  jaxcnn {models.count_params(params):>10,}")

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
+from ..errors import ConfigError, ConfigTypeError
+
 __all__ = [
     "pad_and_crop",
     "random_crop",
@@ -40,13 +42,13 @@ __all__ = [
 def _check_batch(x: Any, op: str) -> jax.Array:
     x = jnp.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"{op}: x must be a batch of images (N, H, W, C), got shape {tuple(x.shape)}")
+        raise ConfigError(f"{op}: x must be a batch of images (N, H, W, C), got shape {tuple(x.shape)}")
     return x
 
 
 def _check_pad(pad: Any, op: str) -> int:
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-        raise ValueError(f"{op}: pad must be a non-negative Python int, got {pad!r}")
+        raise ConfigError(f"{op}: pad must be a non-negative Python int, got {pad!r}")
     return pad
 
 
@@ -60,7 +62,7 @@ def pad_and_crop(x: Any, offsets: Any, pad: int) -> jax.Array:
     pad = _check_pad(pad, "pad_and_crop")
     offsets = jnp.asarray(offsets)
     if offsets.shape != (x.shape[0], 2) or not jnp.issubdtype(offsets.dtype, jnp.integer):
-        raise ValueError(
+        raise ConfigError(
             f"pad_and_crop: offsets must be integer with shape ({x.shape[0]}, 2), "
             f"got {offsets.dtype} {tuple(offsets.shape)}"
         )
@@ -104,7 +106,7 @@ def rotate(x: Any, degrees: Any) -> jax.Array:
     """
     x = _check_batch(x, "rotate")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"rotate: x must be floating (bilinear interpolation), got dtype {x.dtype}")
+        raise ConfigTypeError(f"rotate: x must be floating (bilinear interpolation), got dtype {x.dtype}")
     n, h, w, _ = x.shape
     degrees = jnp.broadcast_to(jnp.asarray(degrees, x.dtype), (n,))
     theta = jnp.deg2rad(degrees)
@@ -129,7 +131,7 @@ def random_rotate(key: jax.Array, x: Any, max_degrees: float) -> jax.Array:
     """Rotate each example by an angle drawn uniformly from ``[-max_degrees, max_degrees]``."""
     x = _check_batch(x, "random_rotate")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"random_rotate: x must be floating, got dtype {x.dtype}")
+        raise ConfigTypeError(f"random_rotate: x must be floating, got dtype {x.dtype}")
     degrees = jax.random.uniform(key, (x.shape[0],), x.dtype, -max_degrees, max_degrees)
     return rotate(x, degrees)
 
@@ -143,7 +145,7 @@ def augment(key: jax.Array, x: Any, *, crop_pad: int = 0, flip: bool = False, ro
     x = _check_batch(x, "augment")
     crop_pad = _check_pad(crop_pad, "augment")
     if rotate_deg < 0:
-        raise ValueError(f"augment: rotate_deg must be >= 0, got {rotate_deg}")
+        raise ConfigError(f"augment: rotate_deg must be >= 0, got {rotate_deg}")
     k_rotate, k_crop, k_flip = jax.random.split(key, 3)
     if rotate_deg:
         x = random_rotate(k_rotate, x, rotate_deg)
@@ -162,7 +164,7 @@ def roll_signal(key: jax.Array, x: Any, max_shift: int) -> jax.Array:
     """
     x = jnp.asarray(x)
     if x.ndim != 3:
-        raise ValueError(f"roll_signal: x must be a batch of signals (N, L, C), got shape {tuple(x.shape)}")
+        raise ConfigError(f"roll_signal: x must be a batch of signals (N, L, C), got shape {tuple(x.shape)}")
     max_shift = _check_pad(max_shift, "roll_signal")
     if max_shift == 0:
         return x

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..ops._validate import as_int
 
 __all__ = ["epoch_permutation", "num_batches", "batch_indices", "batches"]
@@ -38,7 +39,7 @@ def batch_indices(
     total = num_batches(n, batch_size, drop_last=drop_last)
     step = as_int(step, "step", minimum=0)
     if step >= total:
-        raise ValueError(f"step must be < {total} (batches per epoch for n={n}, batch_size={batch_size}), got {step}")
+        raise ConfigError(f"step must be < {total} (batches per epoch for n={n}, batch_size={batch_size}), got {step}")
     order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
     return order[step * batch_size : (step + 1) * batch_size]
 
@@ -62,11 +63,11 @@ def batches(
     """
     n = len(x)
     if len(y) != n:
-        raise ValueError(f"batches: x and y must have the same length, got {n} and {len(y)}")
+        raise ConfigError(f"batches: x and y must have the same length, got {n} and {len(y)}")
     total = num_batches(n, batch_size, drop_last=drop_last)
     start_step = as_int(start_step, "start_step", minimum=0)
     if start_step > total:
-        raise ValueError(f"batches: start_step must be <= {total} (batches per epoch), got {start_step}")
+        raise ConfigError(f"batches: start_step must be <= {total} (batches per epoch), got {start_step}")
     order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
     for step in range(start_step, total):
         idx = order[step * batch_size : (step + 1) * batch_size]

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..errors import ConfigError, DataNotFoundError, MissingDependencyError, unknown_choice
 from ..ops._validate import as_int
 from .fetch import atomic_write, cache_dir, download
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, IDXFormatError, read_idx
@@ -208,14 +209,14 @@ def load_fashion_mnist(
 
     Searches the directories in the module doc, else (``download=True``) fetches into the cache with
     :func:`fetch_fashion_mnist`. ``expected_counts`` are the (train, test) sizes to insist on; ``None``
-    accepts any size (e.g. a small mirror for tests). Raises ``FileNotFoundError`` listing the places
-    searched when the files are absent and ``download`` is false.
+    accepts any size (e.g. a small mirror for tests). Raises :class:`~jaxcnn.errors.DataNotFoundError` (a
+    ``FileNotFoundError``) listing the places searched when the files are absent and ``download`` is false.
     """
     directory = find_fashion_mnist(data_dir, cache_dir=cache_dir)
     if directory is None:
         if not download:
             searched = ", ".join(str(d) for d in _fashion_search_path(data_dir, cache_dir))
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"Fashion-MNIST files {sorted(FASHION_MNIST_FILES.values())} not found in any of: {searched} "
                 "(install Debian's dataset-fashion-mnist, set JAXCNN_DATA, or pass download=True)"
             )
@@ -237,7 +238,7 @@ def _generate_mnist1d() -> dict[str, np.ndarray]:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as err:
-        raise ImportError("load_mnist1d needs the mnist1d package: pip install mnist1d") from err
+        raise MissingDependencyError("load_mnist1d needs the mnist1d package: pip install mnist1d") from err
     # make_dataset reseeds the global NumPy and `random` generators; leave the caller's streams intact.
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
@@ -273,7 +274,7 @@ def load_mnist1d(*, data_dir: str | os.PathLike | None = None, regenerate: bool 
     try:
         version = importlib.metadata.version("mnist1d")
     except importlib.metadata.PackageNotFoundError as err:
-        raise ImportError("load_mnist1d needs the mnist1d package: pip install mnist1d") from err
+        raise MissingDependencyError("load_mnist1d needs the mnist1d package: pip install mnist1d") from err
     directory = Path(data_dir) if data_dir is not None else cache_dir() / "mnist1d"
     path = directory / f"mnist1d-{version}.npz"
     arrays = None if regenerate or not path.is_file() else _read_mnist1d_cache(path)
@@ -293,11 +294,11 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     ``round(test_fraction * 1797)`` examples (359 by default) are the test set.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"load_digits: test_fraction must lie in (0, 1), got {test_fraction}")
+        raise ConfigError(f"load_digits: test_fraction must lie in (0, 1), got {test_fraction}")
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as err:
-        raise ImportError("load_digits needs scikit-learn: pip install scikit-learn") from err
+        raise MissingDependencyError("load_digits needs scikit-learn: pip install scikit-learn") from err
     bunch = sk_load_digits()
     x = bunch.images[..., None] / 16.0
     y = bunch.target
@@ -330,10 +331,10 @@ def make_synthetic(
     for arg, value in (("num_train", num_train), ("num_test", num_test), ("channels", channels)):
         as_int(value, f"make_synthetic: {arg}", minimum=1)
     if not shape or min(shape) < 1:
-        raise ValueError(f"make_synthetic: image_shape must be non-empty and positive, got {tuple(image_shape)}")
+        raise ConfigError(f"make_synthetic: image_shape must be non-empty and positive, got {tuple(image_shape)}")
     as_int(num_classes, "make_synthetic: num_classes", minimum=2)
     if noise < 0:
-        raise ValueError(f"make_synthetic: noise must be >= 0, got {noise}")
+        raise ConfigError(f"make_synthetic: noise must be >= 0, got {noise}")
     rng = np.random.default_rng(seed)
     example = (*shape, channels)
     prototypes = rng.uniform(0.0, 1.0, size=(num_classes, *example))
@@ -368,4 +369,4 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, **kwargs: Any)
         return load_digits(**kwargs)
     if key == "synthetic":
         return make_synthetic(**kwargs)
-    raise ValueError(f"load: unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    raise unknown_choice("dataset", name, DATASETS)

@@ -22,14 +22,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .._files import WriteError, atomic_write
+from ..errors import ConfigError, DownloadError
 
 __all__ = ["DownloadError", "ChecksumError", "WriteError", "cache_dir", "atomic_write", "sha256_file", "download"]
 
 _CHUNK = 1 << 20
-
-
-class DownloadError(OSError):
-    """A download failed: HTTP error, connection problem, or fewer bytes than announced."""
 
 
 class ChecksumError(DownloadError):
@@ -61,10 +58,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str, timeout: float =
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
-        raise ValueError(f"download: url must be http or https, got {url!r}")
+        raise ConfigError(f"download: url must be http or https, got {url!r}")
     expected = sha256.strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise ValueError(f"download: sha256 must be 64 hex digits, got {sha256!r} for {url}")
+        raise ConfigError(f"download: sha256 must be 64 hex digits, got {sha256!r} for {url}")
     dest = Path(dest)
 
     def fetch(f: BinaryIO) -> None:

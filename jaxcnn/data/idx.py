@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, ConfigTypeError, FileFormatError
+
 __all__ = [
     "IDXFormatError",
     "IMAGES_MAGIC",
@@ -50,7 +52,7 @@ _DTYPES: dict[int, np.dtype] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXFormatError(ValueError):
+class IDXFormatError(FileFormatError):
     """An IDX file (or its gzip wrapper) is malformed, truncated or not the kind expected."""
 
 
@@ -120,9 +122,9 @@ def encode_idx(array: np.ndarray) -> bytes:
     array = np.asarray(array)
     codes = {dt.newbyteorder("=").name: code for code, dt in _DTYPES.items()}
     if array.dtype.name not in codes:
-        raise TypeError(f"encode_idx: dtype {array.dtype} has no IDX type code (valid: {sorted(codes)})")
+        raise ConfigTypeError(f"encode_idx: dtype {array.dtype} has no IDX type code (valid: {sorted(codes)})")
     if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"encode_idx: array must have 1 to 255 dimensions, got shape {array.shape}")
+        raise ConfigError(f"encode_idx: array must have 1 to 255 dimensions, got shape {array.shape}")
     code = codes[array.dtype.name]
     header = struct.pack(">I", (code << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()

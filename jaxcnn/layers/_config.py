@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import initializers as _inits
-from ..ops._padding import is_int, normalize_padding
-from ..ops._validate import as_positive_int
+from ..errors import ConfigError, ConfigTypeError
+from ..ops._padding import normalize_padding
+from ..ops._validate import as_positive_int, is_int, normalize_tuple
 
 Shape = tuple[int, ...]
 
@@ -43,13 +44,13 @@ __all__ = [
 
 def as_bool(value: Any, arg: str) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{arg} must be a bool, got {value!r}")
+        raise ConfigTypeError(f"{arg} must be a bool, got {value!r}")
     return value
 
 
 def as_real(value: Any, arg: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{arg} must be a real number, got {value!r}")
+        raise ConfigTypeError(f"{arg} must be a real number, got {value!r}")
     return float(value)
 
 
@@ -57,13 +58,15 @@ def check_ops(ops: Any, *names: str) -> Any:
     """``ops`` (``jaxcnn.ops``, ``jaxcnn.reference`` or a look-alike) provides every op in ``names``."""
     missing = [n for n in names if not callable(getattr(ops, n, None))]
     if missing:
-        raise TypeError(f"ops must provide {', '.join(missing)} (like jaxcnn.ops or jaxcnn.reference), got {ops!r}")
+        raise ConfigTypeError(
+            f"ops must provide {', '.join(missing)} (like jaxcnn.ops or jaxcnn.reference), got {ops!r}"
+        )
     return ops
 
 
 def check_train(train: Any, layer: str) -> bool:
     if not isinstance(train, bool):
-        raise TypeError(f"{layer}: train must be a Python bool (static under jax.jit), got {train!r}")
+        raise ConfigTypeError(f"{layer}: train must be a Python bool (static under jax.jit), got {train!r}")
     return train
 
 
@@ -71,16 +74,16 @@ def input_shape_arg(input_shape: Any, layer: str, *, min_rank: int = 1, what: st
     """``input_shape`` as a tuple of ints; the batch entry may be -1 (unknown), the others are >= 1."""
     msg = f"{layer}: input_shape must be a tuple of ints (N, ..., C), got {input_shape!r}"
     if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
-        raise TypeError(msg)
+        raise ConfigTypeError(msg)
     if not all(is_int(d) for d in input_shape):
-        raise TypeError(msg)
+        raise ConfigTypeError(msg)
     shape = tuple(operator.index(d) for d in input_shape)
     if len(shape) == 0 or shape[0] < -1 or any(d < 1 for d in shape[1:]):
-        raise ValueError(
+        raise ConfigError(
             f"{layer}: input_shape must be (N, ..., C) with N >= 0 (or -1) and positive other sizes, got {shape}"
         )
     if len(shape) < min_rank:
-        raise ValueError(f"{layer}: input_shape must be {what} with rank >= {min_rank}, got {shape}")
+        raise ConfigError(f"{layer}: input_shape must be {what} with rank >= {min_rank}, got {shape}")
     return shape
 
 
@@ -89,12 +92,12 @@ def spatial_input(input_shape: Any, layer: str, nd: int | None, because: str) ->
     shape = input_shape_arg(input_shape, layer)
     if nd is None:
         if len(shape) not in (3, 4, 5):
-            raise ValueError(
+            raise ConfigError(
                 f"{layer}: input_shape must have rank 3, 4 or 5 (N, *spatial, C), got {shape} of rank {len(shape)}"
             )
         return shape, len(shape) - 2
     if len(shape) != nd + 2:
-        raise ValueError(
+        raise ConfigError(
             f"{layer}: input_shape must have rank {nd + 2} (N, *spatial, C) to match {because}, "
             f"got {shape} of rank {len(shape)}"
         )
@@ -122,23 +125,10 @@ def expand(value: int | tuple[int, ...], nd: int) -> tuple[int, ...]:
 
 
 def int_or_tuple(value: Any, arg: str, *, minimum: int = 1) -> tuple[int | tuple[int, ...], int | None]:
-    """Validate an int or a tuple of 1-3 ints, each ``>= minimum``; return it and its rank (None for an
-    int, which applies to every spatial axis)."""
-    what = {0: "a non-negative int", 1: "a positive int"}[minimum]
-    msg = f"{arg} must be {what} or tuple of ints, got {value!r}"
-    if is_int(value):
-        if operator.index(value) < minimum:
-            raise ValueError(msg)
-        return operator.index(value), None
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(is_int(v) for v in value):
-            raise TypeError(msg)
-        if not 1 <= len(value) <= 3:
-            raise ValueError(f"{arg} must have 1, 2 or 3 entries (one per spatial axis), got {value!r}")
-        if any(operator.index(v) < minimum for v in value):
-            raise ValueError(msg)
-        return tuple(operator.index(v) for v in value), len(value)
-    raise TypeError(msg)
+    """Validate an int or a tuple of 1-3 ints, each ``>= minimum`` (:func:`~jaxcnn.ops._validate.normalize_tuple`);
+    return it and its rank (None for an int, which applies to every spatial axis)."""
+    values = normalize_tuple(value, None, arg, minimum=minimum)
+    return (values[0], None) if is_int(value) else (values, len(values))
 
 
 def _padding_rank(padding: Any) -> int | None:
@@ -151,7 +141,7 @@ def _padding_rank(padding: Any) -> int | None:
         nd = len(padding)
         normalize_padding(padding, (1,) * nd, (1,) * nd, (1,) * nd, (1,) * nd)
         return nd
-    raise (ValueError if isinstance(padding, Sequence) else TypeError)(
+    raise (ConfigError if isinstance(padding, Sequence) else ConfigTypeError)(
         f"padding must be 'VALID', 'SAME', an int, or a sequence of 1-3 ints or (lo, hi) pairs, got {padding!r}"
     )
 
@@ -162,7 +152,7 @@ def _common_rank(**ranked: tuple[Any, int | None]) -> tuple[int | None, str]:
     ranks = {name: r for name, (_, r) in ranked.items() if r is not None}
     given = ", ".join(f"{name}={value!r}" for name, (value, r) in ranked.items() if r is not None)
     if len(set(ranks.values())) > 1:
-        raise ValueError(f"the tuple arguments must have one entry per spatial axis, got {given}")
+        raise ConfigError(f"the tuple arguments must have one entry per spatial axis, got {given}")
     return next(iter(ranks.values()), None), given
 
 
@@ -231,4 +221,4 @@ class KernelConfig(NamedTuple):
 def check_divisible(what: str, value: int, groups: int) -> None:
     """``value`` splits into ``groups`` equal blocks: "``what`` (=6) must be divisible by groups (=4)"."""
     if value % groups:
-        raise ValueError(f"{what} (={value}) must be divisible by groups (={groups})")
+        raise ConfigError(f"{what} (={value}) must be divisible by groups (={groups})")

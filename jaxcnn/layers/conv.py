@@ -16,9 +16,11 @@ import jax
 
 from .. import initializers as _inits
 from .. import ops as _default_ops
+from ..errors import ConfigError
 from ..ops._padding import dilated_size
 from ..ops.conv import conv_spec, conv_transpose_spec
 from ..ops.conv import output_shape as conv_output_shape
+from . import rules
 from ._config import (
     KernelConfig,
     WindowConfig,
@@ -33,6 +35,12 @@ from ._config import (
 from .core import Layer, annotate, constructor
 
 __all__ = ["Conv", "ConvTranspose", "DepthwiseConv", "SeparableConv"]
+
+# How each kind changes a unit's receptive field and what its forward pass costs (jaxcnn.inspect.summary).
+for _kind in ("Conv", "DepthwiseConv", "SeparableConv"):
+    rules.register_kind(_kind, field=rules.window_field, flops=rules.kernel_flops, feature_maps=True)
+# every input position scatters every weight; the field of a transposed convolution's unit is not a box
+rules.register_kind("ConvTranspose", field=rules.no_field, flops=rules.transposed_kernel_flops)
 
 
 def _conv_geometry(layer: str, cfg: WindowConfig, input_shape: Any, channels: Callable[[int], tuple[int, int]]):
@@ -223,7 +231,7 @@ def ConvTranspose(
     out_pad, out_pad_rank = int_or_tuple(output_padding, "output_padding", minimum=0)
     cfg = WindowConfig.make(kernel_size, stride, dilation, padding, output_padding=(out_pad, out_pad_rank))
     if isinstance(padding, str) and padding.upper() == "SAME" and any(expand(out_pad, cfg.rank or 1)):
-        raise ValueError(f"output_padding must be 0 with padding='SAME' (which sets it), got {output_padding!r}")
+        raise ConfigError(f"output_padding must be 0 with padding='SAME' (which sets it), got {output_padding!r}")
     groups = as_positive_int(groups, "groups")
     check_divisible("features", features, groups)
     kernel = KernelConfig.make(use_bias, kernel_init, bias_init)

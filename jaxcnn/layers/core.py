@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 
+from ..errors import ConfigTypeError
 from ._config import check_ops
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "InitFn",
     "ApplyFn",
     "bind",
+    "abstract_init",
     "constructor",
     "value_layers",
     "ops_free",
@@ -96,7 +98,7 @@ def ops_free(name: str, layer: Any) -> Any:
 def _bound(constructor_fn: Callable[..., Layer], ops: Any) -> Callable[..., Layer]:
     def make(*args, **kwargs):
         if "ops" in kwargs:
-            raise TypeError(f"{constructor_fn.__name__}: ops is already bound to {ops!r}")
+            raise ConfigTypeError(f"{constructor_fn.__name__}: ops is already bound to {ops!r}")
         return constructor_fn(*args, ops=ops, **kwargs)
 
     make.__name__ = make.__qualname__ = constructor_fn.__name__
@@ -117,6 +119,19 @@ def bind(ops: Any) -> SimpleNamespace:
     namespace.update(_OPS_FREE)
     namespace["ops"] = ops
     return SimpleNamespace(**namespace)
+
+
+def abstract_init(layer: Layer, input_shape: Any, key: jax.Array | None = None) -> tuple[Any, Any, Any]:
+    """``layer.init`` traced, not run: the output shape (plain ints, from the shape arithmetic) and params
+    and state as ``jax.ShapeDtypeStruct`` pytrees. Nothing is computed or allocated."""
+    box = {}
+
+    def init(key):
+        box["out"], params, state = layer.init(key, input_shape)
+        return params, state
+
+    params, state = jax.eval_shape(init, jax.random.key(0) if key is None else key)
+    return box["out"], params, state
 
 
 # ---------------------------------------------------------------------------------------------

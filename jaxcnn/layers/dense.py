@@ -13,10 +13,17 @@ from typing import Any
 import jax.numpy as jnp
 
 from .. import ops as _default_ops
+from . import rules
 from ._config import KernelConfig, as_positive_int, as_real, check_ops, input_shape_arg
 from .core import Layer, annotate, constructor, ops_free, value_layers
 
 __all__ = ["Dense", "LeakyRelu", "Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Identity"]
+
+# How each kind changes a unit's receptive field and what its forward pass costs (jaxcnn.inspect.summary):
+# a dense layer over the channel axis keeps the field (after a flatten it is already all of the input).
+rules.register_kind("Dense", flops=rules.kernel_flops)
+rules.register_kind("Flatten", field=rules.global_field, flops=rules.elementwise_flops(0))
+rules.register_kind("Identity", flops=rules.elementwise_flops(0))
 
 
 @constructor("dense")

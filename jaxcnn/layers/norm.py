@@ -11,10 +11,16 @@ from jax import lax
 
 from .. import initializers as _inits
 from .. import ops as _default_ops
+from ..errors import ConfigError
+from . import rules
 from ._config import as_positive_int, as_real, check_ops, check_train, input_shape_arg
 from .core import Layer, annotate, constructor
 
 __all__ = ["BatchNorm", "LocalResponseNorm"]
+
+# What each kind's forward pass costs (jaxcnn.inspect.summary); both keep a unit's receptive field.
+rules.register_kind("BatchNorm", flops=rules.elementwise_flops(2))
+rules.register_kind("LocalResponseNorm", flops=rules.elementwise_flops(8))
 
 
 def _running_update(state: dict, mu: jax.Array, var: jax.Array, m: int, momentum: float) -> dict:
@@ -57,10 +63,10 @@ def BatchNorm(
     """
     momentum = as_real(momentum, "momentum")
     if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        raise ConfigError(f"momentum must be in [0, 1], got {momentum!r}")
     epsilon = as_real(epsilon, "epsilon")
     if not epsilon > 0:
-        raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        raise ConfigError(f"epsilon must be positive, got {epsilon!r}")
     scale_init = _inits.get(scale_init, "scale_init")
     offset_init = _inits.get(offset_init, "offset_init")
     ops = check_ops(ops, "batch_norm")
@@ -81,7 +87,7 @@ def BatchNorm(
             return y.astype(jnp.result_type(x)), state
         m = math.prod(jnp.shape(x)[:-1])
         if m < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"BatchNorm: train=True needs at least 2 elements per channel, got x of shape {tuple(jnp.shape(x))}"
             )
         y, mu, var = ops.batch_norm(x, scale, offset, epsilon=epsilon)
@@ -103,7 +109,7 @@ def LocalResponseNorm(
     size = as_positive_int(size, "size")
     alpha, beta, k = as_real(alpha, "alpha"), as_real(beta, "beta"), as_real(k, "k")
     if not (alpha >= 0 and beta >= 0 and k > 0):
-        raise ValueError(
+        raise ConfigError(
             f"LocalResponseNorm needs alpha >= 0, beta >= 0 and k > 0, got alpha={alpha}, beta={beta}, k={k}"
         )
     ops = check_ops(ops, "lrn")

@@ -8,13 +8,37 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .. import ops as _default_ops
-from ..ops._padding import is_int, normalize_padding, with_ceil_mode
+from ..errors import ConfigError
+from ..ops._padding import normalize_padding, with_ceil_mode
+from ..ops._validate import is_int
 from ..ops.conv import output_shape as conv_output_shape
 from ..ops.pool import check_adaptive_avg_pool, check_p, pool_spec
+from . import rules
 from ._config import WindowConfig, as_bool, check_ops, expand, input_shape_arg, noting, spatial_input, struct
 from .core import Layer, annotate, constructor, value_layers
 
 __all__ = ["MaxPool", "AvgPool", "LpPool", "AdaptiveAvgPool", "GlobalAvgPool", "GlobalMaxPool"]
+
+# How each kind changes a unit's receptive field and what its forward pass costs (jaxcnn.inspect.summary).
+for _kind in ("MaxPool", "AvgPool", "LpPool"):
+    rules.register_kind(_kind, field=rules.window_field, flops=rules.window_flops)
+for _kind in ("GlobalAvgPool", "GlobalMaxPool"):
+    rules.register_kind(_kind, field=rules.global_field, flops=rules.input_flops)
+
+
+def _adaptive_field(config, in_shape, out_shape, field):
+    """Evenly dividing sizes are a pool with window = stride = n / m; uneven windows are not a box with one
+    jump."""
+    spatial, out = tuple(in_shape[1:-1]), tuple(out_shape[1:-1])
+    if field in (None, rules.ALL):
+        return field
+    if any(n % m for n, m in zip(spatial, out)):
+        return None
+    k = tuple(n // m for n, m in zip(spatial, out))
+    return rules.window_recurrence(field, k, k, (1,) * len(k), ((0, 0),) * len(k))
+
+
+rules.register_kind("AdaptiveAvgPool", field=_adaptive_field, flops=rules.input_flops)
 
 
 class _PoolAsConv(NamedTuple):
@@ -122,7 +146,7 @@ def AdaptiveAvgPool(output_size: Any, *, ops: Any = _default_ops) -> Layer:
     head (AlexNet's 6x6, VGG's 7x7) accept any input size. See :func:`jaxcnn.ops.adaptive_avg_pool`."""
     entries = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,)
     if not 1 <= len(entries) <= 3 or not all(m is None or (is_int(m) and m >= 1) for m in entries):
-        raise ValueError(
+        raise ConfigError(
             f"output_size must be a positive int or a tuple of 1-3 positive ints or None, got {output_size!r}"
         )
     ops = check_ops(ops, "adaptive_avg_pool")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..errors import ConfigError
+from . import rules
 from ._config import as_real, check_train, input_shape_arg
 from .core import Layer, annotate, ops_free
 
 __all__ = ["Dropout"]
+
+# Dropout keeps a unit's receptive field and is not counted in the forward FLOPs (jaxcnn.inspect.summary).
+rules.register_kind("Dropout", flops=rules.elementwise_flops(0))
 
 
 def Dropout(rate: float) -> Layer:
@@ -21,7 +26,7 @@ def Dropout(rate: float) -> Layer:
     """
     rate = as_real(rate, "rate")
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate must be in [0, 1) (the probability of dropping), got {rate!r}")
+        raise ConfigError(f"rate must be in [0, 1) (the probability of dropping), got {rate!r}")
 
     def init(key, input_shape):
         return input_shape_arg(input_shape, "Dropout"), {}, {}
@@ -30,7 +35,7 @@ def Dropout(rate: float) -> Layer:
         if not check_train(train, "Dropout") or rate == 0.0:
             return x, state
         if key is None:
-            raise ValueError("Dropout: apply(..., train=True) needs a PRNG key, got key=None; pass key=...")
+            raise ConfigError("Dropout: apply(..., train=True) needs a PRNG key, got key=None; pass key=...")
         keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), jnp.result_type(x))), state
 

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from ..errors import unknown_choice
 from ..layers import Layer
 from .alexnet import alexnet as alexnet
 from .autoencoder import conv_autoencoder as conv_autoencoder
@@ -183,6 +184,6 @@ def build(name: str, num_classes: int = 10, *, for_training: bool = False, **kwa
     """The zoo model ``name`` (a key of :data:`MODELS`) for ``num_classes`` classes; ``for_training``
     adds the entry's ``train_kwargs`` (GoogLeNet's auxiliary heads)."""
     if name not in MODELS:
-        raise ValueError(f"Unknown model: {name!r}. It needs to be one of {sorted(MODELS)}")
+        raise unknown_choice("model", name, sorted(MODELS))
     spec = MODELS[name]
     return spec.constructor(num_classes=num_classes, **({**spec.train_kwargs, **kwargs} if for_training else kwargs))

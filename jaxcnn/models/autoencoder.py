@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import ops as _ops
 from ..combinators import serial
+from ..errors import ConfigError
 from ..layers import Layer, bind
 
 __all__ = ["conv_autoencoder"]
@@ -26,7 +27,7 @@ def conv_autoencoder(channels: int = 1, features: tuple[int, int] = (16, 32), *,
     ``params[0]`` / ``state[0]`` belong to the encoder (output ``(N, H/4, W/4, features[1])``),
     ``params[1]`` / ``state[1]`` to the decoder."""
     if not (isinstance(features, tuple) and len(features) == 2):
-        raise ValueError(f"features must be a pair of channel counts (f1, f2), got {features!r}")
+        raise ConfigError(f"features must be a pair of channel counts (f1, f2), got {features!r}")
     L = bind(ops)
     f1, f2 = features
     encoder = serial(

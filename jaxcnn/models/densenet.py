@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import ops as _ops
 from ..combinators import dense_concat, named
+from ..errors import ConfigError
 from ..layers import Layer, bind
 
 __all__ = ["densenet", "densenet121", "densenet169", "densenet201", "densenet_bc", "DENSENET_BLOCKS"]
@@ -119,7 +120,7 @@ def densenet_bc(num_classes: int = 10, depth: int = 100, growth_rate: int = 12, 
     """The CIFAR DenseNet-BC (``depth = 6n + 4``, ``n`` bottleneck layers per block) for 32x32 inputs,
     returning logits; 769,162 parameters for depth 100, growth 12 and 10 classes."""
     if depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n + 4 for a positive int n (10, 16, ..., 100, ...), got {depth!r}")
+        raise ConfigError(f"depth must be 6n + 4 for a positive int n (10, 16, ..., 100, ...), got {depth!r}")
     L = bind(ops)
     n = (depth - 4) // 6
     stem = [("conv0", L.Conv(2 * growth_rate, 3, padding=1, use_bias=False))]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from .. import ops as _ops
 from ..combinators import branches, named
+from ..errors import ConfigError
 from ..layers import Layer, bind
 from ..layers.core import annotate
 
@@ -93,7 +94,7 @@ def _transform_input() -> Layer:
 
     def init(key, input_shape):
         if input_shape[-1] != 3:
-            raise ValueError(f"googlenet: transform_input needs 3 (RGB) channels, got input_shape {input_shape}")
+            raise ConfigError(f"googlenet: transform_input needs 3 (RGB) channels, got input_shape {input_shape}")
         return input_shape, {}, {}
 
     def apply(params, state, x, *, key=None, train=False):

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import ops as _ops
 from ..combinators import serial
+from ..errors import ConfigError
 from ..layers import Layer, bind
 
 __all__ = ["mobilenet_small", "MOBILENET_SMALL"]
@@ -30,7 +31,7 @@ def mobilenet_small(
     layers = [L.Conv(16, (3, 3), padding=1, use_bias=False), L.BatchNorm(), L.Relu]
     for block in blocks:
         if not (isinstance(block, Sequence) and len(block) == 2):
-            raise ValueError(f"blocks entries must be (features, stride) pairs, got {block!r}")
+            raise ConfigError(f"blocks entries must be (features, stride) pairs, got {block!r}")
         features, stride = block
         layers += [
             L.DepthwiseConv((3, 3), stride=stride, padding=1, use_bias=False),

@@ -38,10 +38,10 @@ import jax.numpy as jnp
 
 from .. import ops as _ops
 from ..combinators import named, residual, residual_block, serial
-from ..layers import Layer, bind
+from ..errors import ConfigError, unknown_choice
+from ..layers import Layer, bind, rules
 from ..layers.core import annotate
-from ..ops._padding import is_int
-from ..ops._validate import as_positive_int
+from ..ops._validate import as_positive_int, is_int
 
 __all__ = [
     "resnet",
@@ -60,6 +60,9 @@ __all__ = [
     "RESNET_LAYERS",
 ]
 
+# Option A's shortcut subsamples with a stride like a 1x1 window (jaxcnn.inspect.summary).
+rules.register_kind("ZeroPadShortcut", field=rules.window_field)
+
 SHORTCUTS = ("conv", "A")
 
 
@@ -73,9 +76,9 @@ def zero_pad_shortcut(features: int, stride: int) -> Layer:
     def init(key, input_shape):
         shape = tuple(input_shape)
         if len(shape) not in (3, 4, 5):
-            raise ValueError(f"zero_pad_shortcut: input_shape must be (N, *spatial, C), got {shape}")
+            raise ConfigError(f"zero_pad_shortcut: input_shape must be (N, *spatial, C), got {shape}")
         if shape[-1] > features:
-            raise ValueError(
+            raise ConfigError(
                 f"zero_pad_shortcut: input channels input_shape[-1] (={shape[-1]}) must not exceed "
                 f"features (={features})"
             )
@@ -96,7 +99,7 @@ def basic_block(features: int, *, stride: int = 1, in_features: int, shortcut: s
     ``shortcut`` picks ``"conv"`` (1x1 strided conv + BN) or ``"A"`` (:func:`zero_pad_shortcut`).
     """
     if shortcut not in SHORTCUTS:
-        raise ValueError(f"Unknown shortcut: {shortcut!r}. It needs to be one of {list(SHORTCUTS)}")
+        raise unknown_choice("shortcut", shortcut, SHORTCUTS)
     L = bind(ops)
     body = serial(
         L.Conv(features, (3, 3), stride=stride, padding=1, use_bias=False),
@@ -117,7 +120,7 @@ def basic_block(features: int, *, stride: int = 1, in_features: int, shortcut: s
 def _check_depth(depth: Any) -> int:
     msg = f"depth must be 6n + 2 for a positive int n (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
     if not is_int(depth) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(msg)
+        raise ConfigError(msg)
     return operator.index(depth)
 
 
@@ -128,7 +131,7 @@ def resnet(depth: int, num_classes: int = 10, shortcut: str = "conv", *, ops: An
     """
     n = (_check_depth(depth) - 2) // 6
     if shortcut not in SHORTCUTS:
-        raise ValueError(f"Unknown shortcut: {shortcut!r}. It needs to be one of {list(SHORTCUTS)}")
+        raise unknown_choice("shortcut", shortcut, SHORTCUTS)
     L = bind(ops)
     layers = [L.Conv(16, (3, 3), padding=1, use_bias=False), L.BatchNorm(), L.Relu]
     in_features = 16
@@ -219,7 +222,7 @@ def imagenet_resnet(depth: int, num_classes: int = 1000, *, ops: Any = _ops) -> 
     weights load with :func:`jaxcnn.models.from_torchvision`. Any input of at least 32x32 works.
     """
     if depth not in RESNET_LAYERS:
-        raise ValueError(f"Unknown depth: {depth!r}. It needs to be one of {list(RESNET_LAYERS)}")
+        raise unknown_choice("depth", depth, RESNET_LAYERS)
     block, counts = RESNET_LAYERS[depth]
     L = bind(ops)
     stages, in_features = [], 64

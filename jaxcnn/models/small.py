@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import ops as _ops
 from ..combinators import serial
+from ..errors import ConfigError
 from ..layers import Layer, bind
 
 __all__ = ["seed_cnn", "fashion_cnn", "mnist1d_cnn", "cnn3d"]
@@ -105,7 +106,7 @@ def cnn3d(num_classes: int = 10, features: Sequence[int] = (8, 16), *, ops: Any 
     (224 + 3,472 + 170).
     """
     if not isinstance(features, Sequence) or len(features) != 2:
-        raise ValueError(f"features must be a pair of channel counts (f1, f2), got {features!r}")
+        raise ConfigError(f"features must be a pair of channel counts (f1, f2), got {features!r}")
     L = bind(ops)
     f1, f2 = features
     return serial(

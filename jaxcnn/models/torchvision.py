@@ -32,17 +32,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import (
+    ConfigError,
+    ConfigTypeError,
+    DataNotFoundError,
+    FileFormatError,
+    MissingDependencyError,
+    unknown_choice,
+)
 from ..layers import Layer
+from ..layers.core import abstract_init
 from .alexnet import alexnet
 from .densenet import densenet121, densenet169, densenet201
 from .googlenet import googlenet
 from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from .vgg import vgg11, vgg13, vgg16, vgg19
 
-__all__ = ["from_torchvision", "TORCHVISION_MODELS", "WeightsError", "read_state_dict"]
+__all__ = [
+    "from_torchvision",
+    "TORCHVISION_MODELS",
+    "WeightsError",
+    "read_state_dict",
+    "named_layers",
+    "torch_shape",
+    "to_torch_layout",
+    "from_torch_layout",
+]
 
 
-class WeightsError(ValueError):
+class WeightsError(FileFormatError):
     """A state dict that does not fit the model: a missing, unexpected or misshapen key."""
 
 
@@ -86,13 +104,15 @@ def read_state_dict(weights: Any) -> dict[str, np.ndarray]:
     elif hasattr(weights, "state_dict") and callable(weights.state_dict):
         weights = weights.state_dict()
     if not isinstance(weights, Mapping):
-        raise TypeError(f"weights must be a state dict, a module, or a .pth/.safetensors path, got {type(weights)}")
+        raise ConfigTypeError(
+            f"weights must be a state dict, a module, or a .pth/.safetensors path, got {type(weights)}"
+        )
     return {str(k): _to_numpy(v) for k, v in weights.items()}
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
+        raise DataNotFoundError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -101,12 +121,12 @@ def _read_file(path: Path) -> Mapping[str, Any]:
         try:
             import torch
         except ImportError:
-            raise ImportError(
+            raise MissingDependencyError(
                 f"reading {path} needs torch (pip install torch==2.13.0); without torch, convert it to "
                 ".safetensors, which jaxcnn reads with the safetensors package alone"
             ) from None
         return torch.load(path, map_location="cpu", weights_only=True)
-    raise ValueError(f"weights file must end in .pth, .pt or .safetensors, got {path}")
+    raise ConfigError(f"weights file must end in .pth, .pt or .safetensors, got {path}")
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -121,14 +141,16 @@ def _to_numpy(value: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _layers(tree: Any, prefix: str = "") -> dict[str, dict]:
-    """Every parameter-holding node of a params tree, by its torchvision-style dotted path."""
-    if isinstance(tree, dict) and ("kernel" in tree or "scale" in tree):
+def named_layers(tree: Any, prefix: str = "") -> dict[str, dict]:
+    """Every layer's own arrays in a params or state pytree (or a Flax collection): each non-empty dict
+    whose values are all arrays, by its dotted path (``"layer1.0.conv1"``; a ``serial`` child by its
+    index), in the tree's order, which is the order the layers run in."""
+    if isinstance(tree, dict) and tree and all(hasattr(v, "shape") for v in tree.values()):
         return {prefix: tree}
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
     found = {}
     for key, child in items:
-        found.update(_layers(child, f"{prefix}.{key}" if prefix else str(key)))
+        found.update(named_layers(child, f"{prefix}.{key}" if prefix else str(key)))
     return found
 
 
@@ -147,33 +169,51 @@ def _expected(path: str, node: dict) -> dict[str, tuple[str, str]]:
     }
 
 
-def _torch_layout(ours: tuple[int, ...]) -> tuple[int, ...]:
-    """The torchvision shape of one of our arrays: HWIO -> OIHW, (in, out) -> (out, in)."""
-    if len(ours) == 4:
-        h, w, i, o = ours
-        return (o, i, h, w)
-    return (ours[1], ours[0]) if len(ours) == 2 else tuple(ours)
+def torch_shape(ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch shape of one of our arrays: a kernel ``(*window, in, out)`` -> ``(out, in, *window)``,
+    a dense kernel ``(in, out)`` -> ``(out, in)``; vectors as they are."""
+    if len(ours) < 2:
+        return tuple(ours)
+    return (ours[-1], ours[-2], *ours[:-2])
+
+
+def _flatten_order(kernel: np.ndarray, chw: tuple[int, int, int], *, to_torch: bool) -> np.ndarray:
+    """A dense kernel ``(in, out)`` fed by a flatten, its ``in`` rows reordered between our (H, W, C)
+    flattening and PyTorch's (C, H, W)."""
+    c, h, w = chw
+    if to_torch:
+        return kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
+    return kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+
+
+def to_torch_layout(value: np.ndarray, flatten_chw: tuple[int, int, int] | None = None) -> np.ndarray:
+    """One of our arrays in PyTorch's layout (:func:`torch_shape`); ``flatten_chw``: the ``(C, H, W)`` of the
+    map a flatten feeds into this dense kernel. The exact inverse of :func:`from_torch_layout`."""
+    value = np.asarray(value)
+    if value.ndim == 2 and flatten_chw is not None:
+        value = _flatten_order(value, flatten_chw, to_torch=True)
+    return value if value.ndim < 2 else np.moveaxis(value, (-1, -2), (0, 1))
+
+
+def from_torch_layout(value: np.ndarray, flatten_chw: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A PyTorch array in our layout: ``(out, in, *window)`` -> ``(*window, in, out)``, ``(out, in)`` ->
+    ``(in, out)`` (``flatten_chw``: reorder the rows a flatten feeds from (C, H, W) to (H, W, C))."""
+    value = np.asarray(value)
+    value = value if value.ndim < 2 else np.moveaxis(value, (0, 1), (-1, -2))
+    return _flatten_order(value, flatten_chw, to_torch=False) if value.ndim == 2 and flatten_chw else value
 
 
 def _convert(key: str, value: np.ndarray, ours: tuple[int, ...], flattened: Mapping[str, Any]) -> np.ndarray:
-    """A torchvision array in our layout (OIHW -> HWIO; (out, in) -> (in, out), flatten order fixed)."""
-    if value.shape != _torch_layout(ours):
-        raise WeightsError(f"{key}: expected shape {_torch_layout(ours)} (torchvision's layout), got {value.shape}")
-    if value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)
-    if value.ndim == 2:
-        layer = key.rsplit(".", 1)[0]
-        if layer in flattened:  # PyTorch flattens (C, H, W), we flatten (H, W, C)
-            c, h, w = flattened[layer]
-            value = value.reshape(value.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(value.shape[0], -1)
-        return value.T
-    return value
+    """A torchvision array in our layout, its shape checked first."""
+    if value.shape != torch_shape(ours):
+        raise WeightsError(f"{key}: expected shape {torch_shape(ours)} (torchvision's layout), got {value.shape}")
+    return from_torch_layout(value, flattened.get(key.rsplit(".", 1)[0]))
 
 
 def _fill(params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Mapping[str, Any]) -> None:
     """Replace every leaf of ``params`` and ``state`` (nested dicts, changed in place) by its
     torchvision counterpart; refuse missing, unexpected and misshapen keys."""
-    nodes = {"params": _layers(params), "state": _layers_with_state(state)}
+    nodes = {"params": named_layers(params), "state": named_layers(state)}
     expected = {}
     for path, node in nodes["params"].items():
         expected.update({k: (tree, path, leaf) for k, (tree, leaf) in _expected(path, node).items()})
@@ -183,21 +223,11 @@ def _fill(params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Ma
     missing = sorted(k for k in expected if k not in weights)
     if missing:
         tree, path, leaf = expected[missing[0]]
-        shape = _torch_layout(nodes[tree][path][leaf].shape)
+        shape = torch_shape(nodes[tree][path][leaf].shape)
         raise WeightsError(f"missing key {missing[0]!r} (the model expects shape {shape}) in the state dict")
     for key, (tree, path, leaf) in expected.items():
         node = nodes[tree][path]
         node[leaf] = jnp.asarray(_convert(key, weights[key], node[leaf].shape, flattened), jnp.float32)
-
-
-def _layers_with_state(state: Any, prefix: str = "") -> dict[str, dict]:
-    if isinstance(state, dict) and "mean" in state and "var" in state:
-        return {prefix: state}
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (tuple, list)) else ()
-    found = {}
-    for key, child in items:
-        found.update(_layers_with_state(child, f"{prefix}.{key}" if prefix else str(key)))
-    return found
 
 
 def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Layer, Any, Any]:
@@ -212,7 +242,7 @@ def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Laye
     (any size works at ``apply``).
     """
     if name not in TORCHVISION_MODELS:
-        raise ValueError(f"Unknown torchvision model: {name!r}. It needs to be one of {sorted(TORCHVISION_MODELS)}")
+        raise unknown_choice("torchvision model", name, sorted(TORCHVISION_MODELS))
     spec = TORCHVISION_MODELS[name]
     state_dict = read_state_dict(weights)
     if "num_classes" not in model_kwargs:
@@ -220,7 +250,7 @@ def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Laye
     if name == "googlenet" and "aux_logits" not in model_kwargs:
         model_kwargs["aux_logits"] = any(k.startswith("aux1.") for k in state_dict)
     model = spec.build(**model_kwargs)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), (1, 224, 224, 3))[1:])
+    _, *shapes = abstract_init(model, (1, 224, 224, 3))
     params, state = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     _fill(params, state, state_dict, spec.flattened)
     return model, params, state

@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import ops as _ops
 from ..combinators import named, serial
+from ..errors import ConfigError, unknown_choice
 from ..layers import Layer, bind
 
 __all__ = ["vgg", "vgg11", "vgg13", "vgg16", "vgg19", "vgg_small", "VGG_CONFIGS", "VGG_SMALL"]
@@ -54,7 +55,7 @@ def _stack(L, config: Sequence[int | str], *, batch_norm: bool, conv_bias: bool)
         elif isinstance(item, int) and not isinstance(item, bool) and item > 0:
             layers += [L.Conv(item, (3, 3), padding=1, use_bias=conv_bias), *([L.BatchNorm()] * batch_norm), L.Relu]
         else:
-            raise ValueError(f"config entries must be positive ints (conv widths) or 'M' (max pool), got {item!r}")
+            raise ConfigError(f"config entries must be positive ints (conv widths) or 'M' (max pool), got {item!r}")
     return layers
 
 
@@ -71,7 +72,7 @@ def vgg(
     L = bind(ops)
     if isinstance(config, str):
         if config not in VGG_CONFIGS:
-            raise ValueError(f"Unknown config: {config!r}. It needs to be one of {list(VGG_CONFIGS)}")
+            raise unknown_choice("config", config, VGG_CONFIGS)
         config = VGG_CONFIGS[config]
     features = _stack(L, config, batch_norm=batch_norm, conv_bias=True)
     head = [L.Dense(4096), L.Relu, L.Dropout(dropout), L.Dense(4096), L.Relu, L.Dropout(dropout), L.Dense(num_classes)]

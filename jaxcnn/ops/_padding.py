@@ -13,11 +13,12 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigError, ConfigTypeError
+from ._validate import is_int
+
 Pads = tuple[tuple[int, int], ...]
 
 __all__ = [
-    "is_int",
-    "normalize_tuple",
     "normalize_padding",
     "same_padding",
     "dilated_size",
@@ -29,35 +30,6 @@ __all__ = [
     "ceil_mode_padding",
     "with_ceil_mode",
 ]
-
-
-def is_int(v: Any) -> bool:
-    """An integer (Python or NumPy) that is not a bool."""
-    # bool is an int subclass, but stride=True is surely a mistake.
-    if isinstance(v, bool):
-        return False
-    try:
-        operator.index(v)
-    except TypeError:
-        return False
-    return True
-
-
-def normalize_tuple(value: Any, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """An int or a sequence of ``ndim`` ints, each ``>= minimum``, as a tuple of ``ndim`` ints."""
-    what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-    msg = f"{name} must be {what} or tuple of {ndim} ints, got {value!r}"
-    if is_int(value):
-        values = (operator.index(value),) * ndim
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != ndim or not all(is_int(v) for v in value):
-            raise (ValueError if all(is_int(v) for v in value) else TypeError)(msg)
-        values = tuple(operator.index(v) for v in value)
-    else:
-        raise TypeError(msg)
-    if any(v < minimum for v in values):
-        raise ValueError(msg)
-    return values
 
 
 def dilated_size(k: int, d: int) -> int:
@@ -90,7 +62,7 @@ def normalize_padding(
         mode = padding.upper()
         if not allow_strings or mode not in ("VALID", "SAME"):
             choices = "'VALID', 'SAME', " if allow_strings else ""
-            raise ValueError(
+            raise ConfigError(
                 f"padding must be one of [{choices}an int, a sequence of {ndim} ints or (lo, hi) pairs], "
                 f"got {padding!r}"
             )
@@ -111,12 +83,12 @@ def normalize_padding(
             elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(is_int, p)):
                 pads_list.append((operator.index(p[0]), operator.index(p[1])))
             else:
-                raise TypeError(msg)
+                raise ConfigTypeError(msg)
         pads = tuple(pads_list)
     else:
-        raise (ValueError if isinstance(padding, Sequence) and not isinstance(padding, str) else TypeError)(msg)
+        raise (ConfigError if isinstance(padding, Sequence) and not isinstance(padding, str) else ConfigTypeError)(msg)
     if any(v < 0 for pair in pads for v in pair):
-        raise ValueError(msg)
+        raise ConfigError(msg)
     return pads
 
 

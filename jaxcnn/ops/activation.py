@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..errors import ConfigTypeError
 from ._validate import check_axis, check_floating
 
 OPS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax")  # the ops this module adds to jaxcnn.ops
@@ -90,7 +91,7 @@ _leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 
 def check_negative_slope(negative_slope: Any) -> float:
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
-        raise TypeError(f"leaky_relu: negative_slope must be a real number, got {negative_slope!r}")
+        raise ConfigTypeError(f"leaky_relu: negative_slope must be a real number, got {negative_slope!r}")
     return float(negative_slope)
 
 

@@ -59,17 +59,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..errors import ConfigError, ConfigTypeError, unknown_choice
 from ._padding import (
     Pads,
     conv_output_size,
     dilated_size,
     input_grad_padding,
     normalize_padding,
-    normalize_tuple,
     transpose_output_size,
     weight_grad_padding,
 )
-from ._validate import check_floating, check_positive_int, spatial_rank
+from ._validate import as_positive_int, check_floating, normalize_tuple, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
 OPS = ("conv", "conv_transpose")  # the ops this module adds to jaxcnn.ops (each with a reference twin)
@@ -94,38 +94,38 @@ def _check_kernel(x: Any, w: Any, name: str) -> int:
     check_floating(x, "x", name)
     check_floating(w, "w", name)
     if x.dtype != w.dtype:
-        raise TypeError(f"{name}: x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
+        raise ConfigTypeError(f"{name}: x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
     nd = spatial_rank(x, "x", name, extra_dims=2)
     if w.ndim != x.ndim:
-        raise ValueError(
+        raise ConfigError(
             f"{name}: w must have rank {x.ndim} (*window, in, out) to match x of shape {tuple(x.shape)}, "
             f"got w of shape {tuple(w.shape)}"
         )
     if any(k <= 0 for k in w.shape[:nd]):
-        raise ValueError(f"{name}: window (w.shape[:{nd}]) must be positive, got {tuple(w.shape[:nd])}")
+        raise ConfigError(f"{name}: window (w.shape[:{nd}]) must be positive, got {tuple(w.shape[:nd])}")
     return nd
 
 
 def conv_spec(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> ConvSpec:
     """Validate ``conv``'s arguments against ``x`` and ``w`` and normalise them to a :class:`ConvSpec`."""
     nd = _check_kernel(x, w, "conv")
-    groups = check_positive_int(groups, "groups")
+    groups = as_positive_int(groups, "groups")
     strides = normalize_tuple(stride, nd, "stride")
     dilation = normalize_tuple(dilation, nd, "dilation")
     c_in, (c_in_per_group, c_out) = x.shape[-1], w.shape[-2:]
     if c_in % groups:
-        raise ValueError(f"conv: groups (={groups}) must divide the input channels x.shape[-1] (={c_in})")
+        raise ConfigError(f"conv: groups (={groups}) must divide the input channels x.shape[-1] (={c_in})")
     if c_out % groups:
-        raise ValueError(f"conv: groups (={groups}) must divide the output channels w.shape[-1] (={c_out})")
+        raise ConfigError(f"conv: groups (={groups}) must divide the output channels w.shape[-1] (={c_out})")
     if c_in != c_in_per_group * groups:
-        raise ValueError(
+        raise ConfigError(
             f"conv: input channels x.shape[-1] (={c_in}) must equal w.shape[-2] * groups (={c_in_per_group} * {groups})"
         )
     spatial, window = x.shape[1:-1], w.shape[:nd]
     pads = normalize_padding(padding, spatial, window, strides, dilation)
     for axis, (n, k, d, (lo, hi)) in enumerate(zip(spatial, window, dilation, pads)):
         if dilated_size(k, d) > n + lo + hi:
-            raise ValueError(
+            raise ConfigError(
                 f"conv: kernel of size {k} with dilation {d} (spans {dilated_size(k, d)}) is larger than "
                 f"the padded input along spatial axis {axis} (size {n} + padding {(lo, hi)} = {n + lo + hi})"
             )
@@ -139,14 +139,14 @@ def conv_transpose_spec(
     (from the output back to ``x``) and the output's spatial shape."""
     name = "conv_transpose"
     nd = _check_kernel(x, w, name)
-    groups = check_positive_int(groups, "groups")
+    groups = as_positive_int(groups, "groups")
     strides = normalize_tuple(stride, nd, "stride")
     dilation = normalize_tuple(dilation, nd, "dilation")
     c_in, c_in_w = x.shape[-1], w.shape[-1]
     if c_in_w % groups:
-        raise ValueError(f"{name}: groups (={groups}) must divide w.shape[-1] (={c_in_w})")
+        raise ConfigError(f"{name}: groups (={groups}) must divide w.shape[-1] (={c_in_w})")
     if c_in != c_in_w:
-        raise ValueError(
+        raise ConfigError(
             f"{name}: input channels x.shape[-1] (={c_in}) must equal w.shape[-1] (={c_in_w}); w is laid out "
             f"as the kernel of the convolution being transposed, (*window, C_out // groups, C_in)"
         )
@@ -155,7 +155,7 @@ def conv_transpose_spec(
     out_pad = normalize_tuple(output_padding, nd, "output_padding", minimum=0)
     for s, d, op in zip(strides, dilation, out_pad):
         if op >= max(s, d):
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: output_padding must be smaller than max(stride, dilation) in each dimension, "
                 f"got output_padding={out_pad} with stride={strides} and dilation={dilation}"
             )
@@ -164,7 +164,7 @@ def conv_transpose_spec(
         for n, k, s, d, (lo, hi), op in zip(spatial, window, strides, dilation, pads, out_pad)
     )
     if any(m <= 0 for m in out_spatial):
-        raise ValueError(
+        raise ConfigError(
             f"{name}: padding {pads} is too large for input spatial shape {tuple(spatial)}: the output "
             f"spatial shape would be {out_spatial}"
         )
@@ -490,7 +490,7 @@ def use_formulation(name: str):
     (the single-call forms accelerators expect), or ``"auto"`` (the default: by lowering platform).
     It applies when a function is traced: a function already jitted keeps what it was traced with."""
     if name not in FORMULATIONS:
-        raise ValueError(f"Unknown formulation: {name!r}. It needs to be one of {list(FORMULATIONS)}")
+        raise unknown_choice("formulation", name, FORMULATIONS)
     token = _FORMULATION.set(name)
     try:
         yield

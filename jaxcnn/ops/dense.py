@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ..errors import ConfigError
 from ._validate import check_floating
 
 OPS = ("dense",)  # the ops this module adds to jaxcnn.ops
@@ -72,18 +73,18 @@ def check_dense(x: Any, w: Any, b: Any) -> None:
     check_floating(x, "x", "dense")
     check_floating(w, "w", "dense")
     if x.ndim < 1:
-        raise ValueError(f"dense: x must have at least one axis (..., in), got shape {tuple(x.shape)}")
+        raise ConfigError(f"dense: x must have at least one axis (..., in), got shape {tuple(x.shape)}")
     if w.ndim != 2:
-        raise ValueError(f"dense: w must have shape (in, out), got shape {tuple(w.shape)}")
+        raise ConfigError(f"dense: w must have shape (in, out), got shape {tuple(w.shape)}")
     if x.shape[-1] != w.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"dense: x.shape[-1] (={x.shape[-1]}) must equal w.shape[0] (={w.shape[0]}), "
             f"got x of shape {tuple(x.shape)} and w of shape {tuple(w.shape)}"
         )
     if b is not None:
         check_floating(b, "b", "dense")
         if tuple(b.shape) != (w.shape[1],):
-            raise ValueError(f"dense: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
+            raise ConfigError(f"dense: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
 
 
 def dense(x: Any, w: Any, b: Any = None):

@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._padding import is_int
+from ..errors import ConfigError, ConfigTypeError
+from ._validate import is_int
 from .conv import ConvSpec, conv_spec, output_shape
 
 __all__ = ["conv_matrix", "MAX_CONV_MATRIX_ENTRIES"]
@@ -55,26 +56,26 @@ def _example_shape(input_shape: Any, w: jax.Array) -> tuple[int, ...]:
     """``(1, *spatial, C_in)`` from ``(*spatial, C_in)`` or ``(1, *spatial, C_in)``; ``w`` fixes the rank."""
     nd = w.ndim - 2
     if not 1 <= nd <= 3:
-        raise ValueError(
+        raise ConfigError(
             f"conv_matrix: w must have rank 3, 4 or 5 (*window, C_in // groups, C_out), got shape {tuple(w.shape)}"
         )
     if isinstance(input_shape, str) or not isinstance(input_shape, Sequence) or not all(map(is_int, input_shape)):
-        raise TypeError(f"conv_matrix: input_shape must be a tuple of ints, got {input_shape!r}")
+        raise ConfigTypeError(f"conv_matrix: input_shape must be a tuple of ints, got {input_shape!r}")
     shape = tuple(int(n) for n in input_shape)
     if len(shape) == nd + 1:
         shape = (1, *shape)
     elif len(shape) != nd + 2:
-        raise ValueError(
+        raise ConfigError(
             f"conv_matrix: input_shape must be (*spatial, C_in) with {nd} spatial axes to match w of shape "
             f"{tuple(w.shape)}, or (1, *spatial, C_in); got {shape}"
         )
     elif shape[0] != 1:
-        raise ValueError(
+        raise ConfigError(
             f"conv_matrix: the matrix acts on a single example, so a batch axis must be 1; got input_shape "
             f"{shape} with batch size {shape[0]}"
         )
     if any(n < 1 for n in shape):
-        raise ValueError(f"conv_matrix: input_shape must be positive, got {tuple(input_shape)}")
+        raise ConfigError(f"conv_matrix: input_shape must be positive, got {tuple(input_shape)}")
     return shape
 
 
@@ -154,7 +155,7 @@ def conv_matrix(
     size = (math.prod(out[1:]), math.prod(shape[1:]))
     entries = size[0] * size[1]
     if entries > MAX_CONV_MATRIX_ENTRIES:
-        raise ValueError(
+        raise ConfigError(
             f"conv_matrix: the matrix for input_shape {shape[1:]} and kernel {tuple(w.shape)} would have shape "
             f"{size} = {entries} entries, more than MAX_CONV_MATRIX_ENTRIES = {MAX_CONV_MATRIX_ENTRIES}"
         )

@@ -48,7 +48,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._validate import check_floating, check_positive_int
+from ..errors import ConfigError, ConfigTypeError
+from ._validate import as_positive_int, check_floating
 
 OPS = ("batch_norm", "lrn")  # the ops this module adds to jaxcnn.ops
 __all__ = [*OPS, "check_batch_norm", "check_lrn"]
@@ -106,15 +107,15 @@ def check_batch_norm(x: Any, scale: Any, offset: Any, epsilon: Any) -> tuple[jax
     x, scale, offset = jnp.asarray(x), jnp.asarray(scale), jnp.asarray(offset)
     check_floating(x, "x", "batch_norm")
     if x.ndim < 2:
-        raise ValueError(f"batch_norm: x must have shape (N, ..., C), got shape {tuple(x.shape)}")
+        raise ConfigError(f"batch_norm: x must have shape (N, ..., C), got shape {tuple(x.shape)}")
     for arg, v in (("scale", scale), ("offset", offset)):
         check_floating(v, arg, "batch_norm")
         if tuple(v.shape) != (x.shape[-1],):
-            raise ValueError(f"batch_norm: {arg} must have shape ({x.shape[-1]},), got {tuple(v.shape)}")
+            raise ConfigError(f"batch_norm: {arg} must have shape ({x.shape[-1]},), got {tuple(v.shape)}")
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"batch_norm: epsilon must be a positive number, got {epsilon!r}")
+        raise ConfigError(f"batch_norm: epsilon must be a positive number, got {epsilon!r}")
     if x.size // x.shape[-1] == 0:
-        raise ValueError(f"batch_norm: x must have at least one element per channel, got shape {tuple(x.shape)}")
+        raise ConfigError(f"batch_norm: x must have at least one element per channel, got shape {tuple(x.shape)}")
     return x, scale, offset, float(epsilon)
 
 
@@ -175,9 +176,9 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 def _check_real(value: Any, arg: str, rule: str, ok) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"lrn: {arg} must be a real number {rule}, got {value!r}")
+        raise ConfigTypeError(f"lrn: {arg} must be a real number {rule}, got {value!r}")
     if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"lrn: {arg} must be a finite real number {rule}, got {value!r}")
+        raise ConfigError(f"lrn: {arg} must be a finite real number {rule}, got {value!r}")
     return float(value)
 
 
@@ -187,8 +188,8 @@ def check_lrn(x: Any, size: Any, alpha: Any, beta: Any, k: Any) -> tuple[jax.Arr
     x = jnp.asarray(x)
     check_floating(x, "x", "lrn")
     if x.ndim < 2:
-        raise ValueError(f"lrn: x must have shape (N, ..., C) with rank >= 2, got shape {tuple(x.shape)}")
-    size = check_positive_int(size, "lrn: size")
+        raise ConfigError(f"lrn: x must have shape (N, ..., C) with rank >= 2, got shape {tuple(x.shape)}")
+    size = as_positive_int(size, "lrn: size")
     alpha = _check_real(alpha, "alpha", ">= 0", lambda v: v >= 0)
     beta = _check_real(beta, "beta", ">= 0", lambda v: v >= 0)
     k = _check_real(k, "k", "> 0", lambda v: v > 0)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -47,8 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._padding import Pads, conv_output_size, normalize_padding, normalize_tuple
-from ._validate import check_floating, check_positive_int, spatial_rank
+from ..errors import ConfigError, ConfigTypeError
+from ._padding import Pads, conv_output_size, normalize_padding
+from ._validate import as_int, as_positive_int, check_floating, normalize_tuple, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
 # the ops this module adds to jaxcnn.ops (each with a reference twin)
@@ -73,12 +73,12 @@ def pool_spec(x: Any, window: Any, stride: Any, padding: Any, op: str) -> PoolSp
     pads = normalize_padding(padding, spatial, window, strides, (1,) * nd)
     for axis, (n, k, (lo, hi)) in enumerate(zip(spatial, window, pads)):
         if lo >= k or hi >= k:
-            raise ValueError(
+            raise ConfigError(
                 f"{op}: padding must be smaller than the window so that no window is all padding, "
                 f"got padding {(lo, hi)} with window {k} along spatial axis {axis}"
             )
         if k > n + lo + hi:
-            raise ValueError(
+            raise ConfigError(
                 f"{op}: window {k} is larger than the padded input along spatial axis {axis} "
                 f"(size {n} + padding {(lo, hi)} = {n + lo + hi})"
             )
@@ -204,7 +204,7 @@ def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID",
     """Average pooling; ``count_include_pad=False`` divides by the in-bounds count of each window."""
     x = jnp.asarray(x)
     if not isinstance(count_include_pad, bool):
-        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
+        raise ConfigTypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}")
     return _avg_pool(x, pool_spec(x, window, stride, padding, "avg_pool"), count_include_pad)
 
 
@@ -215,9 +215,9 @@ def avg_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID",
 
 def check_p(p: Any) -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"lp_pool: p must be a real number >= 1, got {p!r}")
+        raise ConfigTypeError(f"lp_pool: p must be a real number >= 1, got {p!r}")
     if not (1 <= p < math.inf):
-        raise ValueError(f"lp_pool: p must be a finite real number >= 1, got {p!r}")
+        raise ConfigError(f"lp_pool: p must be a finite real number >= 1, got {p!r}")
     return float(p)
 
 
@@ -311,7 +311,7 @@ def _check_global(x: Any, op: str) -> jax.Array:
     check_floating(x, "x", op)
     spatial_rank(x, "x", op, extra_dims=2)
     if any(n == 0 for n in x.shape[1:-1]):
-        raise ValueError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
+        raise ConfigError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
     return x
 
 
@@ -339,7 +339,7 @@ def adaptive_windows(n: int, m: int) -> list[tuple[int, int]]:
     dividing ``n`` gives the blocks of ``n / m`` rows, and ``m > n`` repeats rows. E.g. ``adaptive_windows(7,
     3) == [(0, 3), (2, 5), (4, 7)]``.
     """
-    n, m = check_positive_int(n, "adaptive_windows: n"), check_positive_int(m, "adaptive_windows: m")
+    n, m = as_positive_int(n, "adaptive_windows: n"), as_positive_int(m, "adaptive_windows: m")
     return [((i * n) // m, -((-(i + 1) * n) // m)) for i in range(m)]
 
 
@@ -380,20 +380,6 @@ def _adaptive_avg_pool_bwd(in_spatial, out_spatial, _, dy):
 _adaptive_avg_pool.defvjp(_adaptive_avg_pool_fwd, _adaptive_avg_pool_bwd)
 
 
-def _output_entry(value: Any, message: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(message)
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(message) from None
-    if value < 1:
-        raise ValueError(message)
-    return value
-
-
 def check_adaptive_avg_pool(x: Any, output_size: Any) -> tuple[jax.Array, tuple[int | None, ...]]:
     """Validate adaptive pooling's arguments (shared with the reference twin); returns ``x`` and one output
     length per spatial axis, None meaning "the input's length" (each caller resolves it itself)."""
@@ -402,12 +388,12 @@ def check_adaptive_avg_pool(x: Any, output_size: Any) -> tuple[jax.Array, tuple[
     check_floating(x, "x", op)
     nd = spatial_rank(x, "x", op, extra_dims=2)
     if any(n == 0 for n in x.shape[1:-1]):
-        raise ValueError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
+        raise ConfigError(f"{op}: x must have non-empty spatial axes, got shape {tuple(x.shape)}")
     message = f"{op}: output_size must be a positive int or a tuple of {nd} positive ints or None, got {output_size!r}"
     sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * nd
     if len(sizes) != nd:
-        raise ValueError(message)
-    return x, tuple(_output_entry(m, message) for m in sizes)
+        raise ConfigError(message)
+    return x, tuple(None if m is None else as_int(m, "output_size", minimum=1, message=message) for m in sizes)
 
 
 def adaptive_avg_pool(x: Any, output_size: Any):

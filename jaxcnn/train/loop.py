@@ -1,27 +1,33 @@
 """``fit``: the training loop for scripts and the CLI, written as a short loop over small pieces.
 
+``fit(model, data, config)`` takes the run's settings as one frozen :class:`FitConfig` (or its fields as
+keywords, ``fit(model, data, epochs=2, batch_size=64, optimizer=optax.adam(1e-3))``). What happens after
+each log window and each evaluation is up to :class:`Callback` objects: the progress bar
+(:class:`ProgressBar`), ``metrics.jsonl`` (:class:`MetricsFile`) and checkpoints (:class:`Checkpoints`) are
+callbacks themselves, and a user adds a TensorBoard or wandb writer the same way
+(``fit(..., callbacks=[MyWriter()])``) without editing the loop.
+
 Reproducibility: the order of the examples in epoch ``e`` is a permutation drawn from ``(seed, e)``
 (:func:`jaxcnn.data.epoch_permutation`) and the dropout/augmentation key of step ``t`` is
 ``fold_in(state.key, t)``. A run resumed from the checkpoint of step ``t`` therefore replays exactly the
 batches and keys an uninterrupted run would have used, and on a deterministic backend (XLA:CPU) ends
 with bit-identical parameters.
 
-One run is: :func:`_set_up` (check the arguments, build the mesh, initialise or :func:`_resume` the
-train state), then :func:`_train_epoch` until the step budget is spent (each logs a metrics row every
-``log_every`` steps, checkpoints every ``checkpoint_every`` steps, and at an epoch's end
-:func:`_end_epoch` evaluates and checkpoints), then a final :func:`_checkpoint` and :func:`_evaluate`.
+One run is: :func:`_set_up` (the :class:`Loop` with its jitted steps, the initial or resumed state and
+its :class:`Progress`), then :func:`_train_epoch` until the step budget is spent (a metrics row every
+``log_every`` steps, an evaluation at each epoch's end), then the callbacks' ``on_end`` (the final
+checkpoint) and a final evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +40,7 @@ from .. import checkpoint as ckpt
 from .. import distributed
 from .._files import append_text, atomic_write_bytes
 from ..data.batching import batches, epoch_permutation
+from ..errors import ConfigError
 from ..layers import Layer
 from .step import (
     TrainState,
@@ -45,7 +52,37 @@ from .step import (
     make_train_step,
 )
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitConfig", "FitResult", "fit", "Loop", "Progress", "Callback", "ProgressBar", "MetricsFile", "Checkpoints"]
+
+
+class FitConfig(NamedTuple):
+    """A run's settings, frozen (every field but the first three has a default).
+
+    Data parallelism: ``devices`` (an int ``n``: ``n`` local devices per process; or a sequence of devices)
+    or ``mesh`` (a 1-D mesh with axis ``"data"``) splits every global batch of ``batch_size`` over a device
+    mesh; with several processes the mesh defaults to all devices of all processes (see :func:`fit`).
+    """
+
+    epochs: int
+    batch_size: int
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.Schedule | None = None  # the schedule, for the "lr" column of the metrics
+    seed: int = 0  # initialisation, data order, dropout and augmentation keys
+    loss_fn: Callable = cross_entropy_loss  # minimised: loss_fn(outputs, labels)
+    eval_loss_fn: Callable | None = None  # the test loss reported (default loss_fn)
+    augment: Callable | None = None  # augment(key, x), applied to each batch inside the step
+    out_dir: str | Path | None = None  # checkpoint.msgpack and metrics.jsonl go here
+    resume: bool = False  # continue from out_dir's checkpoint
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at each epoch's end
+    log_every: int = 50  # steps per metrics row
+    meta: dict | None = None  # stored with the checkpoint (a resumed run must match its identity keys)
+    progress: bool | None = None  # the progress bar: None = on a terminal
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    devices: int | Sequence[jax.Device] | None = None
+    mesh: jax.sharding.Mesh | None = None
+    compute_dtype: Any = None  # e.g. jnp.bfloat16: mixed precision (make_objective)
+    transfer_guard: str | None = None  # e.g. "disallow": run the steps between log rows under it
+    donate: bool | None = None  # donate the train state to the step; None: on GPU/TPU, not on XLA:CPU
 
 
 class FitResult(NamedTuple):
@@ -54,86 +91,143 @@ class FitResult(NamedTuple):
     test: dict | None  # final evaluation on the test split
 
 
-class _Progress:
-    """A rich progress bar on a terminal; silent otherwise."""
+class Loop(NamedTuple):
+    """What one :func:`fit` call set up and keeps fixed while it runs."""
 
-    def __init__(self, total: int, done: int, enabled: bool):
+    config: FitConfig
+    model: Layer
+    data: Any
+    mesh: jax.sharding.Mesh | None
+    steps_per_epoch: int
+    total_steps: int
+    step_fn: Callable  # the jitted train step
+    eval_step: Callable  # the jitted eval step
+    out: Path | None
+    meta: dict  # config.meta with the run's identity: seed, batch size, epochs
+    writer: bool  # this process writes the files (process 0)
+
+
+class Progress:
+    """The run's counters: the step, the rows logged so far, the metrics of the open log window (summed on
+    the device; a window may span an epoch's end), and the last step saved and evaluated."""
+
+    def __init__(self, step: int, history: list[dict]):
+        self.step, self.history, self.window = step, history, _Window()
+        self.saved_step = -1  # a run that ends on an epoch boundary has already saved and evaluated
+        self.evaluated: tuple[int, dict | None] = (-1, None)  # its final state: (step, evaluation)
+
+
+# ---------------------------------------------------------------------------------------------
+# callbacks
+# ---------------------------------------------------------------------------------------------
+
+
+class Callback:
+    """Hooks :func:`fit` calls; override what you need. ``on_log`` and ``on_evaluation`` get the row just
+    appended to ``progress.history`` (the same dict ``metrics.jsonl`` stores); ``on_step`` runs after every
+    step and must not read the device (the loop does not wait between log rows); ``on_end`` when the steps
+    are done (before the final evaluation); ``on_close`` always, also when the run fails."""
+
+    def on_start(self, loop: Loop, progress: Progress, state: TrainState) -> None: ...
+
+    def on_step(self, loop: Loop, progress: Progress, state: TrainState) -> None: ...
+
+    def on_log(self, loop: Loop, progress: Progress, row: dict) -> None: ...
+
+    def on_evaluation(self, loop: Loop, progress: Progress, row: dict, state: TrainState) -> None: ...
+
+    def on_end(self, loop: Loop, progress: Progress, state: TrainState) -> None: ...
+
+    def on_close(self, loop: Loop, progress: Progress) -> None: ...
+
+
+class ProgressBar(Callback):
+    """A rich progress bar on a terminal (``config.progress``, None: when stderr is one); without a bar,
+    one line per evaluation on stderr unless ``config.progress`` is False. Process 0 only."""
+
+    def __init__(self):
         self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=done, info="")
+    def on_start(self, loop, progress, state):
+        enabled = loop.config.progress
+        if not loop.writer or not (sys.stderr.isatty() if enabled is None else enabled):
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    def update(self, done: int, info: str) -> None:
+        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
+        self.bar = Progress(*columns, TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=loop.total_steps, completed=progress.step, info="")
+
+    def on_log(self, loop, progress, row):
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, info=info)
+            info = f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} {row['examples_per_s'] or 0:,.0f} ex/s"
+            self.bar.update(self.task, completed=progress.step, info=info)
 
-    def close(self) -> None:
+    def on_evaluation(self, loop, progress, row, state):
+        if self.bar is None and loop.config.progress is not False and loop.writer:
+            print(
+                f"epoch {row['epoch']:g}: test loss {row['test_loss']:.4f}, test accuracy {row['test_accuracy']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_close(self, loop, progress):
         if self.bar is not None:
             self.bar.stop()
 
 
-@jax.jit
-def _add_metrics(total: dict, metrics: dict) -> dict:
-    return jax.tree_util.tree_map(jnp.add, total, metrics)
+class MetricsFile(Callback):
+    """``<out>/metrics.jsonl``: every row, one JSON object per line, appended as it is logged (process 0).
+    A fresh run starts the file anew; a resumed one keeps the rows up to its checkpoint (see :func:`fit`)."""
+
+    def on_log(self, loop, progress, row):
+        if loop.writer:
+            append_text(loop.out / "metrics.jsonl", json.dumps(row) + "\n")
+
+    def on_evaluation(self, loop, progress, row, state):
+        self.on_log(loop, progress, row)
 
 
-class _Window:
-    """The training metrics of the steps since the last logged row, summed on the device: nothing is
-    read back to the host until the row is written (one read per log window, not one per step)."""
+class Checkpoints(Callback):
+    """``<out>/checkpoint.msgpack`` every ``config.checkpoint_every`` steps (0: at each epoch's end) and at
+    the end: process 0 writes it atomically, every process waits until it is on disk."""
 
-    def __init__(self):
-        self.reset()
+    def on_step(self, loop, progress, state):
+        every = loop.config.checkpoint_every
+        if every and progress.step % every == 0:
+            self.save(loop, progress, state)
 
-    def reset(self) -> None:
-        self.sums, self.steps, self.start = None, 0, time.perf_counter()
+    def on_evaluation(self, loop, progress, row, state):
+        if not loop.config.checkpoint_every:
+            self.save(loop, progress, state)
 
-    def add(self, metrics: dict) -> None:
-        self.sums = metrics if self.sums is None else _add_metrics(self.sums, metrics)
-        self.steps += 1
+    def on_end(self, loop, progress, state):
+        self.save(loop, progress, state)
 
-    def means(self) -> dict:
-        """The window's mean of each metric (the one read from the device)."""
-        return {k: float(v) / self.steps for k, v in jax.device_get(self.sums).items()}
+    @staticmethod
+    def save(loop: Loop, progress: Progress, state: TrainState) -> None:
+        """Once per step; no process runs ahead of the saved state."""
+        if progress.step == progress.saved_step:
+            return
+        progress.saved_step = progress.step
+        if loop.writer:
+            ckpt.save(loop.out, distributed.local_copy(state), {**loop.meta, "step": progress.step})
+        distributed.sync(f"jaxcnn-checkpoint-{progress.step}")
 
 
-@dataclasses.dataclass
-class _Run:
-    """What one :func:`fit` call carries between its pieces."""
+def _callbacks(loop: Loop, extra: Sequence[Callback]) -> tuple[Callback, ...]:
+    """The progress bar, and with an output directory the metrics file and the checkpoints, then ``extra``."""
+    files = (MetricsFile(), Checkpoints()) if loop.out is not None else ()
+    for callback in extra:
+        if not isinstance(callback, Callback):
+            raise ConfigError(f"callbacks must be jaxcnn.train.Callback instances, got {callback!r}")
+    return (ProgressBar(), *files, *extra)
 
-    model: Layer
-    data: Any
-    loss_fn: Callable
-    batch_size: int
-    seed: int
-    steps_per_epoch: int
-    total_steps: int
-    log_every: int
-    checkpoint_every: int
-    learning_rate: optax.Schedule | None
-    mesh: jax.sharding.Mesh | None
-    out: Path | None
-    meta: dict
-    progress: bool | None
-    writer: bool = dataclasses.field(default_factory=lambda: jax.process_index() == 0)
-    step: int = 0
-    history: list = dataclasses.field(default_factory=list)
-    window: _Window = dataclasses.field(default_factory=_Window)
-    saved_step: int = -1  # the step last checkpointed, and the last evaluation: a run that ends on an
-    last_eval: tuple = (-1, None)  # epoch boundary has already saved and evaluated its final state
-    transfer_guard: str | None = None
-    step_fn: Callable | None = None
-    eval_step: Callable | None = None
-    bar: _Progress | None = None
+
+def _notify(callbacks: Sequence[Callback], hook: str, *args: Any) -> None:
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,21 +235,17 @@ class _Run:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fit_mesh(data, epochs: int, batch_size: int, devices, mesh) -> jax.sharding.Mesh | None:
-    """Check the loop's sizes and build (or check) the device mesh; None for a single device."""
-    if batch_size < 1 or batch_size > len(data.x_train):
-        raise ValueError(f"batch_size must be in [1, {len(data.x_train)}] (the training set size), got {batch_size}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs}")
-    if devices is not None and mesh is not None:
-        raise ValueError(f"give devices or mesh, not both; got devices={devices!r} and a mesh of {mesh.size}")
-    if mesh is None and (devices is not None or jax.process_count() > 1):
-        mesh = distributed.make_mesh(devices)
-    if mesh is not None:
-        if mesh.axis_names != (distributed.DATA_AXIS,):
-            raise ValueError(f"mesh must be 1-D with axis {distributed.DATA_AXIS!r}, got axes {mesh.axis_names}")
-        distributed.process_batch_slice(batch_size, mesh)  # refuses a batch size the devices do not divide
-    return mesh
+def _check_sizes(config: FitConfig, num_train: int) -> None:
+    if not 1 <= config.batch_size <= num_train:
+        raise ConfigError(f"batch_size must be in [1, {num_train}] (the training set size), got {config.batch_size}")
+    if config.epochs < 1:
+        raise ConfigError(f"epochs must be a positive int, got {config.epochs}")
+    if config.devices is not None and config.mesh is not None:
+        raise ConfigError(
+            f"give devices or mesh, not both; got devices={config.devices!r} and a mesh of {config.mesh.size}"
+        )
+    if config.resume and config.out_dir is None:
+        raise ConfigError("resume=True needs out_dir")
 
 
 def _donates(donate: bool | None, mesh: jax.sharding.Mesh | None) -> bool:
@@ -182,124 +272,124 @@ def _truncate_metrics(path: Path, last_step: int, *, write: bool = True) -> list
     return rows
 
 
-def _resume(run: _Run, state: TrainState) -> TrainState:
-    """The checkpoint in ``run.out`` (refused if it belongs to another run) and the metrics up to it."""
-    state, saved_meta = ckpt.load(run.out, state)
+def _resume(loop: Loop, state: TrainState) -> tuple[TrainState, list[dict]]:
+    """The checkpoint in ``loop.out`` (refused if it belongs to another run) and the metrics up to it."""
+    state, saved_meta = ckpt.load(loop.out, state)
     for k in ("model", "dataset", "seed", "batch_size"):
-        if k in run.meta and k in saved_meta and saved_meta[k] != run.meta[k]:
+        if k in loop.meta and k in saved_meta and saved_meta[k] != loop.meta[k]:
             raise ckpt.CheckpointError(
-                f"{run.out / ckpt.CHECKPOINT_NAME} was written with {k}={saved_meta[k]!r}, not {run.meta[k]!r}"
+                f"{loop.out / ckpt.CHECKPOINT_NAME} was written with {k}={saved_meta[k]!r}, not {loop.meta[k]!r}"
             )
-    run.history = _truncate_metrics(run.out / "metrics.jsonl", int(state.step), write=run.writer)
+    history = _truncate_metrics(loop.out / "metrics.jsonl", int(state.step), write=loop.writer)
     distributed.sync("jaxcnn-fit-resumed")  # everyone has read the checkpoint before it changes
-    return state
+    return state, history
 
 
-def _open_out_dir(run: _Run, state: TrainState, resume: bool) -> TrainState:
-    """Create ``out``; resume from it, or start a fresh metrics log."""
-    if run.out is None:
-        if resume:
-            raise ValueError("resume=True needs out_dir")
-        return state
-    run.out.mkdir(parents=True, exist_ok=True)
+def _start(loop: Loop, state: TrainState, resume: bool) -> tuple[TrainState, list[dict]]:
+    """Create the output directory; resume from it, or start a fresh metrics log."""
+    if loop.out is None:
+        return state, []
+    loop.out.mkdir(parents=True, exist_ok=True)
     if resume:
-        return _resume(run, state)
-    if (run.out / "metrics.jsonl").exists() and run.writer:
-        (run.out / "metrics.jsonl").unlink()
-    return state
+        return _resume(loop, state)
+    if (loop.out / "metrics.jsonl").exists() and loop.writer:
+        (loop.out / "metrics.jsonl").unlink()
+    return state, []
 
 
-def _set_up(model, data, *, epochs, batch_size, optimizer, learning_rate, seed, loss_fn, eval_loss_fn, augment, out_dir,
-            resume, checkpoint_every, log_every, meta, progress, max_steps, devices, mesh, compute_dtype,
-            donate):  # fmt: skip
-    """The run's configuration, its jitted steps and progress bar, and the initial (or resumed) state."""
-    mesh = _fit_mesh(data, epochs, batch_size, devices, mesh)
-    compute_dtype = as_compute_dtype(compute_dtype)
-    steps_per_epoch = len(data.x_train) // batch_size
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    run = _Run(
-        model, data, loss_fn, batch_size, seed, steps_per_epoch, total_steps, log_every, checkpoint_every,
-        learning_rate, mesh, out=Path(out_dir) if out_dir is not None else None,
-        meta={**(meta or {}), "seed": seed, "batch_size": batch_size, "epochs": epochs}, progress=progress,
+def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainState, Progress]:
+    """The run's :class:`Loop` (mesh, jitted steps), its initial (or resumed) state and its progress."""
+    _check_sizes(config, len(data.x_train))
+    mesh = config.mesh
+    if mesh is None and (config.devices is not None or jax.process_count() > 1):
+        mesh = distributed.make_mesh(config.devices)
+    if mesh is not None:
+        distributed.check_mesh(mesh, config.batch_size)
+    dtype = as_compute_dtype(config.compute_dtype)
+    steps_per_epoch = len(data.x_train) // config.batch_size
+    total_steps = config.epochs * steps_per_epoch
+    identity = {"seed": config.seed, "batch_size": config.batch_size, "epochs": config.epochs}
+    loop = Loop(
+        config, model, data, mesh, steps_per_epoch,
+        total_steps if config.max_steps is None else min(config.max_steps, total_steps),
+        make_train_step(model, config.optimizer, config.loss_fn, config.augment, mesh=mesh, compute_dtype=dtype,
+                        donate=_donates(config.donate, mesh)),
+        make_eval_step(model, config.eval_loss_fn or config.loss_fn, compute_dtype=dtype),
+        Path(config.out_dir) if config.out_dir is not None else None,
+        {**(config.meta or {}), **identity},
+        jax.process_index() == 0,
     )  # fmt: skip
-    state = init_train_state(model, (batch_size, *data.x_train.shape[1:]), optimizer, seed)
-    state = _open_out_dir(run, state, resume)
+    state = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), config.optimizer, config.seed)
+    state, history = _start(loop, state, config.resume)
     if mesh is not None:
         state = distributed.replicate(state, mesh)
-    run.step = int(state.step)
-    run.step_fn = make_train_step(
-        model, optimizer, loss_fn, augment, mesh=mesh, compute_dtype=compute_dtype, donate=_donates(donate, mesh)
-    )
-    run.eval_step = make_eval_step(model, eval_loss_fn or loss_fn, compute_dtype=compute_dtype)
-    run.bar = _Progress(total_steps, run.step, run.writer and (sys.stderr.isatty() if progress is None else progress))
-    return run, state
+    return loop, state, Progress(int(state.step), history)
 
 
 # ---------------------------------------------------------------------------------------------
-# log, evaluate, checkpoint
+# log and evaluate
 # ---------------------------------------------------------------------------------------------
 
 
-def _log(run: _Run, row: dict) -> None:
-    run.history.append(row)
-    if run.out is not None and run.writer:
-        append_text(run.out / "metrics.jsonl", json.dumps(row) + "\n")
+@jax.jit
+def _add_metrics(total: dict, metrics: dict) -> dict:
+    return jax.tree_util.tree_map(jnp.add, total, metrics)
 
 
-def _log_window(run: _Run, epoch: int) -> None:
+class _Window:
+    """The training metrics of the steps since the last logged row, summed on the device: nothing is
+    read back to the host until the row is written (one read per log window, not one per step)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums, self.steps, self.start = None, 0, time.perf_counter()
+
+    def add(self, metrics: dict) -> None:
+        self.sums = metrics if self.sums is None else _add_metrics(self.sums, metrics)
+        self.steps += 1
+
+    def means(self) -> dict:
+        """The window's mean of each metric (the one read from the device)."""
+        return {k: float(v) / self.steps for k, v in jax.device_get(self.sums).items()}
+
+
+def _log_row(loop: Loop, progress: Progress, window: _Window, epoch: int) -> dict:
     """One training row: the mean loss and accuracy of the window, the learning rate, the throughput."""
-    w = run.window
-    means = w.means()  # waits for the window's last step: the time below is the device's, not the host's
-    elapsed = time.perf_counter() - w.start
+    means = window.means()  # waits for the window's last step: the time below is the device's, not the host's
+    elapsed = time.perf_counter() - window.start
+    schedule, step = loop.config.learning_rate, progress.step
     row = {
-        "step": run.step,
-        "epoch": epoch + (run.step - epoch * run.steps_per_epoch) / run.steps_per_epoch,
+        "step": step,
+        "epoch": epoch + (step - epoch * loop.steps_per_epoch) / loop.steps_per_epoch,
         "loss": means["loss"],
         "accuracy": means["accuracy"],
-        "lr": float(run.learning_rate(run.step - 1)) if run.learning_rate is not None else None,
-        "examples_per_s": w.steps * run.batch_size / elapsed if elapsed > 0 else None,
+        "lr": float(schedule(step - 1)) if schedule is not None else None,
+        "examples_per_s": window.steps * loop.config.batch_size / elapsed if elapsed > 0 else None,
     }
-    _log(run, row)
-    info = f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} {row['examples_per_s'] or 0:,.0f} ex/s"
-    run.bar.update(run.step, info)
-    w.reset()
+    window.reset()
+    return row
 
 
-def _checkpoint(run: _Run, state: TrainState) -> None:
-    """Process 0 saves ``state`` (once per step); every process waits until it is on disk."""
-    if run.out is None or run.step == run.saved_step:
-        return
-    run.saved_step = run.step
-    if run.writer:
-        ckpt.save(run.out, distributed.local_copy(state), {**run.meta, "step": run.step})
-    distributed.sync(f"jaxcnn-checkpoint-{run.step}")  # no process runs ahead of the saved state
-
-
-def _evaluate(run: _Run, state: TrainState) -> dict:
+def _evaluate(loop: Loop, progress: Progress, state: TrainState) -> dict:
     """Test loss and accuracy (once per step), on one local device with a local copy of the state."""
-    if run.last_eval[0] == run.step:
-        return run.last_eval[1]
+    if progress.evaluated[0] == progress.step:
+        return progress.evaluated[1]
     params, model_state = distributed.local_copy((state.params, state.model_state))
-    data = run.data
-    result = evaluate(run.model, params, model_state, data.x_test, data.y_test, eval_step=run.eval_step)
-    run.last_eval = (run.step, result)
+    result = evaluate(loop.model, params, model_state, loop.data.x_test, loop.data.y_test, eval_step=loop.eval_step)
+    progress.evaluated = (progress.step, result)
     return result
 
 
-def _end_epoch(run: _Run, state: TrainState) -> None:
-    """An epoch ended: evaluate on the test split, log and report it, and checkpoint."""
-    result = _evaluate(run, state)
-    epoch = run.step // run.steps_per_epoch
-    row = {"step": run.step, "epoch": float(epoch), "test_loss": result["loss"], "test_accuracy": result["accuracy"]}
-    _log(run, row)
-    if not run.bar.bar and run.progress is not False and run.writer:
-        print(
-            f"epoch {epoch}: test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.4f}",
-            file=sys.stderr,
-            flush=True,
-        )
-    if not run.checkpoint_every:
-        _checkpoint(run, state)
+def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Sequence[Callback]) -> None:
+    """An epoch ended: evaluate on the test split, log the row, and tell the callbacks."""
+    result = _evaluate(loop, progress, state)
+    epoch = progress.step // loop.steps_per_epoch
+    row = {"step": progress.step, "epoch": float(epoch), "test_loss": result["loss"],
+           "test_accuracy": result["accuracy"]}  # fmt: skip
+    progress.history.append(row)
+    _notify(callbacks, "on_evaluation", loop, progress, row, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,23 +397,23 @@ def _end_epoch(run: _Run, state: TrainState) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _epoch_batches(run: _Run, epoch: int, start_step: int):
+def _epoch_batches(loop: Loop, epoch: int, start_step: int):
     """Global batches ``start_step, ...`` of ``epoch`` (the order of :func:`jaxcnn.data.batches`).
 
     Without a mesh: device arrays of the whole batch. With one: every process takes its contiguous block
     of each global batch (:func:`jaxcnn.distributed.process_batch_slice`), gathers only those rows, and
     :func:`jaxcnn.distributed.shard_batch` assembles the global arrays split over the mesh.
     """
-    x, y, size = run.data.x_train, run.data.y_train, run.batch_size
-    if run.mesh is None:
-        for xb, yb in batches(x, y, size, seed=run.seed, epoch=epoch, start_step=start_step):
+    x, y, size = loop.data.x_train, loop.data.y_train, loop.config.batch_size
+    if loop.mesh is None:
+        for xb, yb in batches(x, y, size, seed=loop.config.seed, epoch=epoch, start_step=start_step):
             yield jax.device_put((np.asarray(xb), np.asarray(yb)))  # explicit and asynchronous
         return
-    rows = distributed.process_batch_slice(size, run.mesh)
-    order = epoch_permutation(len(x), seed=run.seed, epoch=epoch)
+    rows = distributed.process_batch_slice(size, loop.mesh)
+    order = epoch_permutation(len(x), seed=loop.config.seed, epoch=epoch)
     for step in range(start_step, len(x) // size):
         idx = order[step * size : (step + 1) * size][rows]
-        yield distributed.shard_batch((np.asarray(x[idx]), np.asarray(y[idx])), run.mesh)
+        yield distributed.shard_batch((np.asarray(x[idx]), np.asarray(y[idx])), loop.mesh)
 
 
 def _prefetched(batches: Iterator) -> Iterator:
@@ -336,30 +426,30 @@ def _prefetched(batches: Iterator) -> Iterator:
         yield current
 
 
-def _train_epoch(run: _Run, state: TrainState) -> TrainState:
-    """The rest of the current epoch (or of the step budget): step, log, checkpoint; evaluate at its end.
+def _train_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Sequence[Callback]) -> TrainState:
+    """The rest of the current epoch (or of the step budget): step, log; evaluate at its end.
 
     Between log rows nothing waits for the device: the metrics add up on it, the next batch is already on
     its way, and a donated train state is updated in place."""
-    epoch, start_step = divmod(run.step, run.steps_per_epoch)
-    in_flight = None
-    with _guarded(run.transfer_guard):
-        for xb, yb in _prefetched(_epoch_batches(run, epoch, start_step)):
-            state, metrics = run.step_fn(state, xb, yb)
+    epoch, start_step = divmod(progress.step, loop.steps_per_epoch)
+    window, in_flight, every = progress.window, None, loop.config.log_every
+    with _guarded(loop.config.transfer_guard):
+        for xb, yb in _prefetched(_epoch_batches(loop, epoch, start_step)):
+            state, metrics = loop.step_fn(state, xb, yb)
             if in_flight is not None:  # at most two steps queued: the device stays busy, the host does not
                 jax.block_until_ready(in_flight)  # run ahead (waiting is not a transfer: nothing is read)
             in_flight = metrics
-            run.step += 1
-            run.window.add(metrics)
+            progress.step += 1
+            window.add(metrics)
             with _guarded("allow"):  # the reads a log row or a checkpoint needs
-                if run.step % run.log_every == 0 or run.step == run.total_steps:
-                    _log_window(run, epoch)
-                if run.checkpoint_every and run.step % run.checkpoint_every == 0:
-                    _checkpoint(run, state)
-            if run.step >= run.total_steps:
+                if progress.step % every == 0 or progress.step == loop.total_steps:
+                    progress.history.append(row := _log_row(loop, progress, window, epoch))
+                    _notify(callbacks, "on_log", loop, progress, row)
+                _notify(callbacks, "on_step", loop, progress, state)
+            if progress.step >= loop.total_steps:
                 break
-    if run.step % run.steps_per_epoch == 0:
-        _end_epoch(run, state)
+    if progress.step % loop.steps_per_epoch == 0:
+        _end_epoch(loop, progress, state, callbacks)
     return state
 
 
@@ -368,46 +458,42 @@ def _guarded(level: str | None):
     return jax.transfer_guard(level) if level else contextlib.nullcontext()
 
 
+def _config(config: FitConfig | None, settings: dict) -> FitConfig:
+    """``config`` with ``settings`` replacing its fields, or a :class:`FitConfig` of ``settings``."""
+    unknown = sorted(set(settings) - set(FitConfig._fields))
+    if unknown:
+        raise ConfigError(
+            f"fit got an unknown setting {unknown[0]!r}; FitConfig's fields are {list(FitConfig._fields)}"
+        )
+    if config is None:
+        missing = [f for f in ("epochs", "batch_size", "optimizer") if f not in settings]
+        if missing:
+            raise ConfigError(f"fit needs {', '.join(missing)} (as keywords or in a FitConfig)")
+        return FitConfig(**settings)
+    if not isinstance(config, FitConfig):
+        raise ConfigError(f"config must be a jaxcnn.train.FitConfig, got {type(config).__name__}")
+    return config._replace(**settings)
+
+
 def fit(
-    model: Layer,
-    data,
-    *,
-    epochs: int,
-    batch_size: int,
-    optimizer: optax.GradientTransformation,
-    learning_rate: optax.Schedule | None = None,
-    seed: int = 0,
-    loss_fn: Callable = cross_entropy_loss,
-    eval_loss_fn: Callable | None = None,
-    augment: Callable | None = None,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    checkpoint_every: int = 0,
-    log_every: int = 50,
-    meta: dict | None = None,
-    progress: bool | None = None,
-    max_steps: int | None = None,
-    devices: int | Any | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    compute_dtype: Any = None,
-    transfer_guard: str | None = None,
-    donate: bool | None = None,
+    model: Layer, data: Any, config: FitConfig | None = None, *, callbacks: Sequence[Callback] = (), **settings: Any
 ) -> FitResult:
-    """Train ``model`` on ``data`` (``x_train, y_train, x_test, y_test`` attributes) for ``epochs``.
+    """Train ``model`` on ``data`` (``x_train, y_train, x_test, y_test`` attributes) as ``config`` says.
+
+    ``config`` is a :class:`FitConfig`; its fields may also be given as keywords (``settings``), alone or
+    replacing some of ``config``'s. ``callbacks`` (:class:`Callback`) run after the built-in ones.
 
     With ``out_dir``: a checkpoint every ``checkpoint_every`` steps (0: at each epoch's end) and at the
     end, and ``metrics.jsonl`` (one JSON row per ``log_every`` steps and per epoch). ``resume=True``
     continues from ``out_dir``'s checkpoint, replaying the same batches and keys. ``max_steps`` stops
     early (for tests and smoke runs).
 
-    Data parallelism: ``devices`` (an int ``n``: ``n`` local devices per process; or a sequence of
-    devices) or ``mesh`` (a 1-D mesh with axis ``"data"``) runs every step on a device mesh
-    (:mod:`jaxcnn.distributed`): ``batch_size`` is the *global* batch, split into equal contiguous blocks
-    over the devices (it must be divisible by their number: ``ValueError`` naming both otherwise), and
-    the train state is replicated. The result equals the single-device run up to float rounding
-    (batch norm uses the global batch's statistics). With neither given, a single process trains on
-    its default device as before; with several processes (``jax.distributed.initialize`` was called)
-    the mesh defaults to all devices of all processes.
+    Data parallelism: ``devices`` or ``mesh`` runs every step on a device mesh (:mod:`jaxcnn.distributed`):
+    ``batch_size`` is the *global* batch, split into equal contiguous blocks over the devices (it must be
+    divisible by their number: a ``ConfigError`` naming both otherwise), and the train state is replicated.
+    The result equals the single-device run up to float rounding (batch norm uses the global batch's
+    statistics). With neither given, a single process trains on its default device; with several
+    processes (``jax.distributed.initialize`` was called) the mesh defaults to all devices of all processes.
 
     Several processes: each loads the whole dataset, computes the same order from ``(seed, epoch)``
     and feeds only its block of every global batch. Process 0 alone writes the checkpoints and
@@ -430,17 +516,15 @@ def fit(
     ``compute_dtype`` (e.g. ``jnp.bfloat16``): mixed precision as in :func:`make_objective`; parameters,
     optimizer state, gradients and the loss stay float32. Evaluation uses the same compute dtype.
     """
-    run, state = _set_up(
-        model, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        seed=seed, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn, augment=augment, out_dir=out_dir, resume=resume,
-        checkpoint_every=checkpoint_every, log_every=log_every, meta=meta, progress=progress,
-        max_steps=max_steps, devices=devices, mesh=mesh, compute_dtype=compute_dtype, donate=donate,
-    )  # fmt: skip
-    run.transfer_guard = transfer_guard
+    config = _config(config, settings)
+    loop, state, progress = _set_up(model, data, config)
+    callbacks = _callbacks(loop, callbacks)
     try:
-        while run.step < run.total_steps:
-            state = _train_epoch(run, state)
+        _notify(callbacks, "on_start", loop, progress, state)
+        while progress.step < loop.total_steps:
+            state = _train_epoch(loop, progress, state, callbacks)
+        _notify(callbacks, "on_end", loop, progress, state)
+        final = _evaluate(loop, progress, state)
     finally:
-        run.bar.close()
-    _checkpoint(run, state)
-    return FitResult(state, run.history, _evaluate(run, state))
+        _notify(callbacks, "on_close", loop, progress)
+    return FitResult(state, progress.history, final)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import optax
 
+from ..errors import ConfigError, unknown_choice
+
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_learning_rate", "make_optimizer"]
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -40,11 +42,11 @@ SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
 def make_learning_rate(lr: float, schedule: str, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
     """A learning-rate schedule: constant, cosine decay to 0, linear warm-up then cosine, or /10 at 50% and 75%."""
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+        raise ConfigError(f"lr must be a positive number, got {lr!r}")
     if total_steps < 1:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise ConfigError(f"total_steps must be positive, got {total_steps}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        raise unknown_choice("schedule", schedule, SCHEDULES)
     return SCHEDULES[schedule](lr, total_steps, warmup_steps)
 
 
@@ -61,5 +63,5 @@ def make_optimizer(
     """An optax optimizer by name with a learning-rate schedule; returns ``(optimizer, schedule)``."""
     learning_rate = make_learning_rate(lr, schedule, total_steps, warmup_steps)
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+        raise unknown_choice("optimizer", name, OPTIMIZERS)
     return OPTIMIZERS[name](learning_rate, momentum=momentum, weight_decay=weight_decay), learning_rate

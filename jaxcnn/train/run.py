@@ -1,42 +1,42 @@
 """A whole training run by name, as ``jaxcnn train`` and ``jaxcnn eval`` do it.
 
-A :class:`RunConfig` names the dataset, model, optimizer and schedule (keys of
-:data:`jaxcnn.data.DATASETS`, :data:`jaxcnn.models.MODELS`, :data:`~jaxcnn.train.optim.OPTIMIZERS` and
-:data:`~jaxcnn.train.optim.SCHEDULES`); what it leaves out comes from the dataset's recipe in
-:data:`RECIPES`. :func:`train` loads the data, builds everything, runs :func:`~jaxcnn.train.loop.fit`
-and writes ``summary.json`` and the plots; :func:`evaluate_checkpoint` re-evaluates a finished run.
+The command line only parses: it hands its :class:`TrainOptions` to :func:`main` in one call, and
+everything else happens here, in this order: the XLA:CPU route (:mod:`jaxcnn.xla_cpu`, before JAX
+starts), joining the other processes (``--coordinator``), the :class:`~jaxcnn.train.recipes.RunConfig`
+(the dataset's recipe, or a resumed run's saved configuration), the device mesh, the data, the model,
+:func:`~jaxcnn.train.loop.fit`, and ``summary.json`` with the plots. :func:`evaluate_checkpoint`
+re-evaluates a finished run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from .. import checkpoint, distributed, models
+from .. import checkpoint, distributed, models, xla_cpu
 from .. import data as datasets
 from .._files import atomic_write_bytes
+from ..errors import ConfigError, unknown_choice
 from ..layers import Layer
-from .loop import FitResult, fit
+from .loop import FitConfig, FitResult, fit
 from .optim import make_optimizer
-from .step import (
-    aux_cross_entropy_loss,
-    cross_entropy_loss,
-    evaluate,
-    init_train_state,
-    primary_output,
-    probability_nll_loss,
-)
+from .recipes import COMPUTE_DTYPES as COMPUTE_DTYPES
+from .recipes import RECIPES as RECIPES
+from .recipes import RunConfig as RunConfig
+from .recipes import resolve_config as resolve_config
+from .step import LOSSES, evaluate, init_train_state
 
 __all__ = [
-    "prefer_xla_cpu_convolutions",
+    "TrainOptions",
+    "main",
     "RunConfig",
     "RECIPES",
     "COMPUTE_DTYPES",
@@ -52,99 +52,129 @@ __all__ = [
     "best_epoch",
 ]
 
-# Per dataset: the model, epochs, batch size, optimizer and learning rate used when not given.
-RECIPES: dict[str, dict[str, Any]] = {
-    # MNIST-1D: the paper's CNN and batch; warm-up + cosine and random circular shifts of up to 8 samples
-    # (measured: 98.0% for seed 0, 97.6% over seeds 0-2; constant lr without shifts: 93.5%, 93.0%).
-    "mnist1d": dict(
-        model="mnist1d_cnn",
-        epochs=150,
-        batch_size=100,
-        optimizer="adam",
-        lr=1e-2,
-        schedule="warmup-cosine",
-        shift=8,
-    ),  # fmt: skip
-    "fashion-mnist": dict(model="lenet5", epochs=10, batch_size=128, optimizer="adam", lr=1e-3),
-    "digits": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
-    "synthetic": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
-}
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
+class TrainOptions(NamedTuple):
+    """``jaxcnn train``'s flags as parsed (None: not given; ``jaxcnn train --help`` documents each)."""
 
-# XLA:CPU's convolution route (benchmarks/NOTES.md, "XLA:CPU's convolution routes"). jaxlib 0.10 hands every
-# convolution to YNNPACK unless this empty list says otherwise; XLA's own emitter ran fashion_cnn's 5x5
-# 32->64 convolution 1.8x faster and its training step 1.2x faster on this project's machine.
-XLA_CPU_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type="
-
-
-def prefer_xla_cpu_convolutions() -> bool:
-    """Add :data:`XLA_CPU_CONVOLUTIONS` to ``XLA_FLAGS`` for this process; True if it was added.
-
-    It must run before JAX starts its backend (XLA reads the flags then), so ``jaxcnn train`` and ``jaxcnn
-    eval`` call it first; a script can too. Nothing is changed when ``JAXCNN_CPU_CONVOLUTIONS=jaxlib``
-    (keep the jaxlib's default route), when ``XLA_FLAGS`` already says where YNNPACK goes, when the backend
-    has started, or with a jaxlib other than the 0.10 series it was measured with (an XLA that does not
-    know a flag refuses to start). GPU and TPU backends ignore the flag.
-    """
-    import jaxlib.version
-    from jax._src import xla_bridge
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if os.environ.get("JAXCNN_CPU_CONVOLUTIONS") == "jaxlib" or "ynn_fusion_type" in flags:
-        return False
-    if not jaxlib.version.__version__.startswith("0.10."):
-        return False
-    if xla_bridge.backends_are_initialized():
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_CONVOLUTIONS}".strip()
-    return True
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run's numbers; stored in its checkpoint and ``summary.json``."""
-
-    dataset: str = "mnist1d"
-    model: str = "mnist1d_cnn"
-    epochs: int = 150
-    batch_size: int = 100
-    optimizer: str = "adam"
-    lr: float = 1e-2
-    schedule: str = "constant"
-    seed: int = 0
-    augment: bool = False
+    dataset: str | None = None
+    model: str | None = None
     data_dir: str | None = None
-    dtype: str = "float32"
-    input_shape: tuple[int, ...] | None = None  # one example's shape, for the synthetic dataset
-    shift: int = 0  # random circular shifts of 1-D signals by up to this many samples
+    input_shape: tuple[int, ...] | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    augment: bool = False
+    shift: int | None = None
+    seed: int = 0
+    dtype: str | None = None
+    out: str | None = None
+    resume: bool = False
+    checkpoint_every: int = 0
+    log_every: int = 50
+    max_steps: int | None = None
+    no_plots: bool = False
+    devices: int | None = None
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
-    def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+# ---------------------------------------------------------------------------------------------
+# jaxcnn train, from its options
+# ---------------------------------------------------------------------------------------------
 
 
-def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -> RunConfig:
-    """A :class:`RunConfig` from the options ``given`` (None: not given). A fresh run fills the gaps from
-    the dataset's recipe; a resumed one (``saved``: the checkpoint's config) keeps its saved values and
-    seed, overridden by what was given."""
-    given = {k: v for k, v in given.items() if v is not None}
-    if saved is not None:
-        saved = {**saved, "input_shape": tuple(saved["input_shape"]) if saved.get("input_shape") else None}
-        return RunConfig(**{"dtype": "float32", **saved, **given, "seed": saved["seed"]})
-    dataset = given.get("dataset", "mnist1d")
-    if dataset not in RECIPES:
-        raise ValueError(f"Unknown dataset: {dataset!r}. It needs to be one of {list(RECIPES)}")
-    config = RunConfig(**{**RECIPES[dataset], **given, "dataset": dataset})
-    if config.dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype must be one of {list(COMPUTE_DTYPES)}, got {config.dtype!r}")
-    return config
+def main(options: TrainOptions) -> int:
+    """``jaxcnn train``: resolve ``options`` (route, processes, configuration, devices), train, report.
+    Process 0 writes the summary and plots and prints the result; returns the exit status."""
+    xla_cpu.prefer_xla_cpu_convolutions()  # first: XLA reads its flags when the backend starts
+    _join_processes(options)  # then: jax.distributed.initialize must precede any JAX computation
+    config = _config(options)
+    out = Path(options.out or f"runs/{config.model}-{config.dataset}")
+    mesh = distributed.check_mesh(distributed.make_mesh(options.devices, arg="--devices"), config.batch_size)
+    data = load_data(config)
+    setup = set_up(config, data)  # refuses a model, dataset and augmentation that do not fit together
+    writer = jax.process_index() == 0
+    if writer:
+        print(_banner(config, data, mesh, out), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    settings = dict(resume=options.resume, checkpoint_every=options.checkpoint_every, log_every=options.log_every)
+    result = train(config, setup, data, out, mesh=mesh, max_steps=options.max_steps, **settings)
+    wall = time.perf_counter() - start
+    if writer:  # process 0 writes the summary and plots and reports
+        summary = write_summary(out, config, setup, data, result, wall, plots=not options.no_plots)
+        print(_result_line(summary, result, wall, out))
+    return 0
+
+
+def _config(options: TrainOptions) -> RunConfig:
+    """The options over the dataset's recipe, or, with ``--resume``, the checkpoint's configuration with
+    the options that may change."""
+    given = {k: getattr(options, k) for k in RunConfig.__dataclass_fields__ if k in TrainOptions._fields}
+    if not options.resume:
+        return resolve_config(given)
+    if options.out is None:
+        raise ConfigError("--resume continues the run in --out DIR: give --out")
+    return resolve_config(given, checkpoint.read_meta(options.out)["config"])  # a damaged one: refused
+
+
+def _join_processes(options: TrainOptions) -> None:
+    """``--coordinator``: join the multi-process run (before any JAX computation in this process)."""
+    coordinator, n, i = options.coordinator, options.num_processes, options.process_id
+    if coordinator is None:
+        if n is not None or i is not None:
+            raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT")
+        return
+    if coordinator == "auto":
+        if n is not None or i is not None:
+            raise ConfigError("--coordinator auto detects the processes; drop --num-processes and --process-id")
+        distributed.initialize()
+        return
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--coordinator must be HOST:PORT (process 0's address) or auto, got {coordinator!r}")
+    if n is None or i is None:
+        raise ConfigError(f"--coordinator {coordinator} needs --num-processes P and --process-id I")
+    if i >= n:
+        raise ConfigError(f"--process-id must be in [0, {n}) (--num-processes), got {i}")
+    distributed.initialize(coordinator, n, i)
+
+
+def _banner(config: RunConfig, data, mesh, out: Path) -> str:
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (
+        f"jaxcnn train: {config.model} on {config.dataset} {data.x_train.shape[1:]}, "
+        f"{len(data.x_train)} train / {len(data.x_test)} test, {config.epochs} epochs of "
+        f"{len(data.x_train) // config.batch_size} steps, {config.optimizer} lr {config.lr} "
+        f"({config.schedule}), {config.dtype} compute, batch {config.batch_size} over "
+        f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}"
+    )
+
+
+def _result_line(summary: dict, result: FitResult, wall: float, out: Path) -> str:
+    best = (
+        f" (best {summary['best_test_accuracy']:.4f} at epoch {summary['best_epoch']:g})"
+        if "best_epoch" in summary
+        else ""
+    )
+    return (
+        f"test accuracy {result.test['accuracy']:.4f}{best}, test loss {result.test['loss']:.4f} after "
+        f"{int(result.state.step)} steps in {wall:.1f} s; checkpoint, metrics and plots in {out}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces of a run
+# ---------------------------------------------------------------------------------------------
 
 
 def load_data(config: RunConfig) -> datasets.Dataset:
     """The run's dataset; the synthetic set has ``config.input_shape``, by default the shape of the
     model's example (:data:`models.MODELS`)."""
     if config.input_shape is not None and config.dataset != "synthetic":
-        raise ValueError(f"--input-shape applies to the synthetic dataset only, not {config.dataset!r}")
+        raise ConfigError(f"--input-shape applies to the synthetic dataset only, not {config.dataset!r}")
     if config.dataset == "synthetic":
         *image_shape, channels = config.input_shape or models.MODELS[config.model].input_shape
         return datasets.load("synthetic", image_shape=tuple(image_shape), channels=channels, num_classes=4)
@@ -152,18 +182,13 @@ def load_data(config: RunConfig) -> datasets.Dataset:
 
 
 def build_model(config: RunConfig, num_classes: int):
-    """The model (as trained: GoogLeNet with its auxiliary heads), the loss that fits its outputs
-    (logits: cross-entropy; probabilities: NLL; logits and auxiliary logits: the weighted sum) and the
-    test loss (cross-entropy of the logits alone for the latter)."""
+    """The model (as trained: GoogLeNet with its auxiliary heads) and the training and test losses that fit
+    its outputs (:data:`~jaxcnn.train.step.LOSSES`)."""
     spec = models.MODELS.get(config.model)
     if spec is None or spec.outputs not in models.CLASSIFIER_OUTPUTS:
         classifiers = sorted(n for n, s in models.MODELS.items() if s.outputs in models.CLASSIFIER_OUTPUTS)
-        raise ValueError(f"Unknown classifier: {config.model!r}. It needs to be one of {classifiers}")
-    loss, eval_loss = {
-        "logits": (cross_entropy_loss, cross_entropy_loss),
-        "probabilities": (probability_nll_loss, probability_nll_loss),
-        "logits+aux": (aux_cross_entropy_loss, lambda out, y: cross_entropy_loss(primary_output(out), y)),
-    }[spec.outputs]
+        raise unknown_choice("classifier", config.model, classifiers)
+    loss, eval_loss = LOSSES[spec.outputs]
     return models.build(config.model, num_classes, for_training=True), loss, eval_loss
 
 
@@ -171,9 +196,9 @@ def _augmenter(config: RunConfig, example_rank: int):
     """``augment``: images get a random crop (pad 2), flip and rotation (10 degrees); ``shift``: 1-D
     signals get random circular shifts of up to ``shift`` samples."""
     if config.augment and example_rank != 3:
-        raise ValueError("--augment needs an image dataset (N, H, W, C); this one has 1-D signals")
+        raise ConfigError("--augment needs an image dataset (N, H, W, C); this one has 1-D signals")
     if config.shift and example_rank != 2:
-        raise ValueError(f"--shift needs 1-D signals (N, L, C); this dataset has examples of rank {example_rank}")
+        raise ConfigError(f"--shift needs 1-D signals (N, L, C); this dataset has examples of rank {example_rank}")
     if config.shift:
         return lambda key, x: datasets.roll_signal(key, x, config.shift)
     if config.augment:
@@ -204,16 +229,17 @@ def set_up(config: RunConfig, data: datasets.Dataset) -> Setup:
     return Setup(model, loss, eval_loss, optimizer, lr, _augmenter(config, data.x_train.ndim - 1))
 
 
-def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **fit_kwargs: Any) -> FitResult:
-    """:func:`fit` ``setup`` on ``data``, checkpointing to ``out``; ``fit_kwargs``: ``resume``,
-    ``checkpoint_every``, ``log_every``, ``max_steps``, ``mesh``, ``progress``."""
-    return fit(
-        setup.model, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=setup.optimizer,
-        learning_rate=setup.learning_rate, seed=config.seed, loss_fn=setup.loss, eval_loss_fn=setup.eval_loss,
-        augment=setup.augment, out_dir=out,
+def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **settings: Any) -> FitResult:
+    """:func:`fit` ``setup`` on ``data``, checkpointing to ``out``; ``settings``: more
+    :class:`~jaxcnn.train.loop.FitConfig` fields (``resume``, ``checkpoint_every``, ``log_every``,
+    ``max_steps``, ``mesh``, ``progress``)."""
+    fit_config = FitConfig(
+        config.epochs, config.batch_size, setup.optimizer, learning_rate=setup.learning_rate, seed=config.seed,
+        loss_fn=setup.loss, eval_loss_fn=setup.eval_loss, augment=setup.augment, out_dir=out,
         meta={"model": config.model, "dataset": config.dataset, "config": config.asdict()},
-        compute_dtype=COMPUTE_DTYPES[config.dtype], **fit_kwargs,
+        compute_dtype=COMPUTE_DTYPES[config.dtype],
     )  # fmt: skip
+    return fit(setup.model, data, fit_config._replace(**settings))
 
 
 def best_epoch(history: list[dict]) -> dict:
@@ -229,7 +255,6 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
     """``summary.json`` (and the PNG plots) of a finished run, written by process 0."""
     from .. import plots as plotting
 
-    model = setup.model
     state = distributed.local_copy(result.state)
     summary = {
         "test_accuracy": result.test["accuracy"],
@@ -244,7 +269,8 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
         },
     }
     if plots:
-        summary["plots"] = [str(p) for p in plotting.plot_run(out, model, state, data, result) if p is not None]
+        made = plotting.plot_run(out, setup.model, state, data, result)
+        summary["plots"] = [str(p) for p in made if p is not None]
     text = json.dumps({**summary, "config": config.asdict()}, indent=1) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode())
     return summary
@@ -253,8 +279,8 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
 def load_checkpoint(directory: str | Path, data_dir: str | None = None):
     """The run a ``jaxcnn train`` left in ``directory``: ``(config, checkpoint meta, model, train state,
     dataset)``, the model as trained (GoogLeNet with its auxiliary heads)."""
-    meta = checkpoint.read_meta(directory)
-    config = resolve_config({"data_dir": data_dir}, meta["config"])
+    saved = checkpoint.read_meta(directory)["config"]
+    config = resolve_config({}, saved if data_dir is None else {**saved, "data_dir": data_dir})
     data = load_data(config)
     model, _, _ = build_model(config, data.num_classes)
     optimizer, _ = _optimizer(config, len(data.x_train))

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from .. import distributed, losses
+from ..errors import ConfigError, ConfigTypeError
 from ..layers import Layer
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "probability_nll_loss",
     "aux_cross_entropy_loss",
     "primary_output",
+    "primary_cross_entropy_loss",
+    "LOSSES",
     "as_compute_dtype",
 ]
 
@@ -74,6 +77,19 @@ def probability_nll_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.log(jnp.maximum(picked, jnp.finfo(outputs.dtype).tiny)))
 
 
+def primary_cross_entropy_loss(outputs: Any, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of the logits alone (:func:`primary_output`): GoogLeNet's test loss."""
+    return cross_entropy_loss(primary_output(outputs), labels)
+
+
+# The loss that fits a model's outputs (jaxcnn.models.ModelSpec.outputs): (training loss, test loss).
+LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "logits": (cross_entropy_loss, cross_entropy_loss),
+    "probabilities": (probability_nll_loss, probability_nll_loss),
+    "logits+aux": (aux_cross_entropy_loss, primary_cross_entropy_loss),
+}
+
+
 def init_train_state(
     model: Layer, input_shape: tuple[int, ...], optimizer: optax.GradientTransformation, seed: int
 ) -> TrainState:
@@ -90,11 +106,11 @@ def as_compute_dtype(compute_dtype: Any) -> jnp.dtype | None:
     try:
         dtype = jnp.dtype(compute_dtype)
     except TypeError:
-        raise TypeError(
+        raise ConfigTypeError(
             f"compute_dtype must be None or a floating dtype such as jnp.bfloat16, got {compute_dtype!r}"
         ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"compute_dtype must be a floating dtype such as jnp.bfloat16, got {dtype}")
+        raise ConfigError(f"compute_dtype must be a floating dtype such as jnp.bfloat16, got {dtype}")
     return dtype
 
 
@@ -153,10 +169,10 @@ def per_example_grads(model: Layer, loss: Callable, params: Any, state: Any, bat
     ``jax.jit`` it (with ``model``/``loss`` closed over) for speed.
     """
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
+        raise ConfigTypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
     x, y = batch
     if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
-        raise ValueError(
+        raise ConfigError(
             f"batch: x and y need the same leading (example) dimension, got shapes {jnp.shape(x)} and {jnp.shape(y)}"
         )
 
