@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import WriteError
 
-__all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "append_text", "remove_stale_temporaries"]
+__all__ = [
+    "WriteError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_directory",
+    "append_text",
+    "remove_stale_temporaries",
+]
 
 
 def _write_error(path: Path, err: OSError, what: str) -> WriteError:
@@ -51,7 +59,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     stale = sorted(path.parent.glob(f"{_temporary_prefix(path)}*.part")) if path.parent.is_dir() else []
     for tmp in stale:
-        with contextlib.suppress(FileNotFoundError):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             tmp.unlink()
     return stale
 
@@ -96,3 +106,34 @@ def append_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
     except OSError as err:
         raise _write_error(path, err, "the lines written before are intact") from err
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the directory ``path`` atomically: the block fills a temporary directory beside it
+    (``.NAME.*.part``), which is renamed to ``path`` when the block ends; on any error, or when ``path``
+    appeared meanwhile, the temporary directory is removed. Readers see no directory or a complete one,
+    and temporaries a killed writer left are removed first (:func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    try:
+        remove_stale_temporaries(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".part"))
+    except OSError as err:
+        raise _write_error(path, err, "nothing was written") from err
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        if path.exists():  # another writer finished first: its directory stands
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        os.rename(tmp, path)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError):
+            raise _write_error(path, err, "the previous version, if any, is intact") from err
+        raise
+    _fsync_dir(path.parent)

@@ -1,6 +1,7 @@
 """Checkpoints without pickle: a msgpack payload from ``flax.serialization`` plus a JSON header.
 
-File layout (one file, ``<dir>/checkpoint.msgpack``)::
+File layout (one file, ``<dir>/checkpoint.msgpack``; ``best.msgpack``, the state of the best validation
+accuracy, is written the same way)::
 
     b"JAXCNN-CKPT\\n"                     magic line
     <header JSON, one line>\\n             {"format": 1, "sha256": ..., "size": ..., "meta": {...}}
@@ -29,9 +30,19 @@ from flax import serialization
 from ._files import WriteError, atomic_write_bytes, remove_stale_temporaries
 from .errors import FileFormatError
 
-__all__ = ["CheckpointError", "WriteError", "save", "load", "read_meta", "CHECKPOINT_NAME"]
+__all__ = [
+    "CheckpointError",
+    "WriteError",
+    "save",
+    "load",
+    "read_meta",
+    "read_arrays",
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+]
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
+BEST_NAME = "best.msgpack"  # the state of the best validation accuracy, in the same format
 _MAGIC = b"JAXCNN-CKPT\n"
 _FORMAT = 1
 
@@ -40,8 +51,8 @@ class CheckpointError(FileFormatError):
     """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
 
 
-def _path(directory: str | os.PathLike) -> Path:
-    return Path(directory) / CHECKPOINT_NAME
+def _path(directory: str | os.PathLike, name: str = CHECKPOINT_NAME) -> Path:
+    return Path(directory) / name
 
 
 def _to_host(tree: Any) -> Any:
@@ -55,8 +66,8 @@ def _to_host(tree: Any) -> Any:
     return jax.tree_util.tree_map(leaf, tree)
 
 
-def save(directory: str | os.PathLike, tree: Any, meta: dict | None = None) -> Path:
-    """Atomically write ``tree`` (a pytree of arrays) and JSON-serialisable ``meta`` to ``directory``."""
+def save(directory: str | os.PathLike, tree: Any, meta: dict | None = None, *, name: str = CHECKPOINT_NAME) -> Path:
+    """Atomically write ``tree`` (a pytree of arrays) and JSON-serialisable ``meta`` to ``directory/name``."""
     payload = serialization.to_bytes(_to_host(tree))
     header = {
         "format": _FORMAT,
@@ -65,14 +76,14 @@ def save(directory: str | os.PathLike, tree: Any, meta: dict | None = None) -> P
         "meta": meta or {},
     }
     data = _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
-    path = _path(directory)
+    path = _path(directory, name)
     remove_stale_temporaries(path)  # left by a writer killed mid-write; there is one writer per run
     atomic_write_bytes(path, data)
     return path
 
 
-def _read(directory: str | os.PathLike) -> tuple[dict, bytes, Path]:
-    path = _path(directory)
+def _read(directory: str | os.PathLike, name: str = CHECKPOINT_NAME) -> tuple[dict, bytes, Path]:
+    path = _path(directory, name)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     data = path.read_bytes()
@@ -93,9 +104,19 @@ def _read(directory: str | os.PathLike) -> tuple[dict, bytes, Path]:
     return header, payload, path
 
 
-def read_meta(directory: str | os.PathLike) -> dict:
+def read_meta(directory: str | os.PathLike, *, name: str = CHECKPOINT_NAME) -> dict:
     """The metadata stored with a checkpoint (verifies the file's integrity too)."""
-    return _read(directory)[0]["meta"]
+    return _read(directory, name)[0]["meta"]
+
+
+def read_arrays(path: str | os.PathLike) -> tuple[dict, dict]:
+    """``(tree, meta)`` of a checkpoint file, or of a run directory's ``checkpoint.msgpack``: the stored
+    pytree as nested dicts of NumPy arrays (tuples keyed ``"0"``, ``"1"``, ...), for reading a checkpoint
+    into another structure (fine-tuning with a new head)."""
+    path = Path(path)
+    directory, name = (path, CHECKPOINT_NAME) if path.is_dir() else (path.parent, path.name)
+    header, payload, _ = _read(directory, name)
+    return serialization.msgpack_restore(payload), header["meta"]
 
 
 def _describe(tree: Any) -> list[str]:
@@ -103,13 +124,13 @@ def _describe(tree: Any) -> list[str]:
     return [f"{jax.tree_util.keystr(path)}: {np.shape(leaf)} {np.asarray(leaf).dtype}" for path, leaf in flat]
 
 
-def load(directory: str | os.PathLike, target: Any) -> tuple[Any, dict]:
+def load(directory: str | os.PathLike, target: Any, *, name: str = CHECKPOINT_NAME) -> tuple[Any, dict]:
     """Read a checkpoint into the structure of ``target``; return ``(tree, meta)``.
 
     ``target`` is a pytree with the expected structure, shapes and dtypes (e.g. a freshly initialised
     train state); anything else is refused with the first difference.
     """
-    header, payload, path = _read(directory)
+    header, payload, path = _read(directory, name)
     host_target = _to_host(target)
     try:
         raw = serialization.msgpack_restore(payload)

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._arguments import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SHAPE
+from ._arguments import FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SHAPE
 from .errors import ConfigError, JaxcnnError, unknown_choice
 
 __all__ = ["main"]
@@ -86,11 +86,35 @@ def eval_command(args: argparse.Namespace) -> int:
 
     xla_cpu.prefer_xla_cpu_convolutions()  # the route training used: the same numbers
 
-    config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir)
+    config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir, args.which)
     print(
         f"{config.model} on {config.dataset} test split ({len(result['predictions'])} examples), "
-        f"step {meta['step']}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+        f"{args.which} state (step {meta['step']}): accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
     )
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``jaxcnn export``: a trained run's best or last state as StableHLO, safetensors or a torchvision state
+    dict (:mod:`jaxcnn.export`)."""
+    from . import export, xla_cpu
+    from .train import run
+
+    xla_cpu.prefer_xla_cpu_convolutions()
+    config, meta, model, state, data = run.load_checkpoint(args.checkpoint, args.data_dir, args.which)
+    if args.format == "stablehlo":
+        preprocessing = run.preprocessing_of(config)
+        path = export.export_stablehlo(
+            args.out, model, state.params, state.model_state, data.input_shape,
+            preprocess=preprocessing.eval if preprocessing else None,
+        )  # fmt: skip
+        what = f"StableHLO for {', '.join(export.PLATFORMS)}, inputs (batch, {', '.join(map(str, data.input_shape))})"
+    elif args.format == "safetensors":
+        path, what = export.export_safetensors(args.out, state.params, state.model_state), "params and state"
+    else:
+        path = export.export_torchvision(args.out, config.model, state.params, state.model_state)
+        what = f"torchvision's {config.model} state dict"
+    print(f"{config.model}, the state of step {meta['step']}: {what} in {path}")
     return 0
 
 
@@ -106,7 +130,7 @@ def summary_command(args: argparse.Namespace) -> int:
     shape = args.input_shape or spec.input_shape
     num_classes = args.num_classes or (1000 if spec.input_shape == (224, 224, 3) else 10)
     model = models.build(args.model, num_classes)
-    print(inspect.summary(model, (1, *shape), name=f"{args.model} ({num_classes} classes)"))
+    print(inspect.summary(model, (1, *shape), name=f"{args.model} ({num_classes} classes)", stages=True))
     return 0
 
 
@@ -195,12 +219,17 @@ def _add_train(sub) -> None:
     recipes = ", ".join(f"{r['model']} for {d}" for d, r in run.RECIPES.items())
     tr.add_argument("--model", choices=classifiers, help=f"model (default: per dataset, {recipes})")
     tr.add_argument("--dataset", choices=data.DATASETS, default="mnist1d", help="dataset (default mnist1d)")
-    tr.add_argument("--data-dir", help="directory holding the dataset files (else $JAXCNN_DATA, system, cache)")
+    tr.add_argument(
+        "--data-dir",
+        help="where the dataset is: fashion-mnist/cifar10 files (else $JAXCNN_DATA, system, cache), the image "
+        "folder DIR (DIR/train/<class>/*, DIR/test/<class>/*, optionally DIR/val/...), or FILE.npz",
+    )
     tr.add_argument(
         "--input-shape",
         type=SHAPE,
         metavar="H,W,C",
-        help="one example's shape for --dataset synthetic (default: the model's own, e.g. 224,224,3)",
+        help="one example's shape: the synthetic set's (default: the model's own, e.g. 224,224,3), or the size an "
+        "image folder's images are resized to (default: their own, which must agree)",
     )
     tr.add_argument("--epochs", type=POSITIVE_INT, help="passes over the training set (default: per dataset)")
     tr.add_argument("--batch-size", type=POSITIVE_INT, help="examples per step (default: per dataset)")
@@ -209,7 +238,50 @@ def _add_train(sub) -> None:
     tr.add_argument(
         "--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: per dataset, else constant)"
     )
-    tr.add_argument("--augment", action="store_true", help="random crop (pad 2), horizontal flip, rotation (10 deg)")
+    tr.add_argument(
+        "--augment",
+        nargs="?",
+        const="standard",
+        choices=list(data.AUGMENTATIONS),
+        help="augment images: standard (the default when given alone: random crop with padding 2, horizontal flip, "
+        "rotation up to 10 deg) or pad4-flip (padding 4, crop, flip: the CIFAR recipe)",
+    )
+    tr.add_argument(
+        "--val-fraction",
+        type=FRACTION,
+        metavar="F",
+        help="hold F of the training set out for validation (stratified, seeded), which picks the best epoch; "
+        "default 0.1 when --epochs > 1, 0 turns it off; a dataset with its own validation split uses that",
+    )
+    tr.add_argument(
+        "--eval-test-every-epoch",
+        action="store_true",
+        default=None,
+        help="also evaluate the test split at each epoch's end (reported, never used to choose)",
+    )
+    tr.add_argument(
+        "--weight-decay", type=NON_NEGATIVE_FLOAT, help="L2 weight decay (default: per dataset; adamw 1e-4)"
+    )
+    ft = tr.add_argument_group(
+        "fine-tuning",
+        "Start from a torchvision state dict (.pth, .safetensors) or a jaxcnn checkpoint (a run directory or its "
+        ".msgpack): every array is loaded, except the classifier's when the dataset has other classes (it is "
+        "initialised afresh, and said so).",
+    )
+    ft.add_argument("--weights", metavar="FILE", help="the weights to start from")
+    ft.add_argument(
+        "--freeze",
+        choices=["none", "backbone", "bn"],
+        help="keep fixed: nothing (default), everything but the classifier, or the batch norms (their statistics "
+        "and affine parameters; the batch norms then use their running statistics)",
+    )
+    ft.add_argument("--head-lr", type=POSITIVE_FLOAT, help="the classifier's learning rate (default --lr)")
+    ft.add_argument(
+        "--preprocessing",
+        choices=["none", "imagenet"],
+        help="input transforms: imagenet (torchvision's: random resized crop and flip in training; resize 256, "
+        "centre crop 224 at evaluation; ImageNet's mean and std) is the default with torchvision weights",
+    )
     tr.add_argument(
         "--shift",
         type=NON_NEGATIVE_INT,
@@ -271,7 +343,30 @@ def _add_eval(sub) -> None:
     )
     ev.add_argument("--checkpoint", required=True, help="the run directory holding checkpoint.msgpack")
     ev.add_argument("--data-dir", help="directory holding the dataset files")
+    ev.add_argument(
+        "--which",
+        choices=["last", "best"],
+        default="last",
+        help="the last state (checkpoint.msgpack, default) or the best validation epoch's (best.msgpack)",
+    )
     ev.set_defaults(func=eval_command)
+
+
+def _add_export(sub) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="write a trained run's weights or model for use elsewhere",
+        description="stablehlo: the eval-mode forward pass (preprocessing included) with the parameters inside and "
+        "a symbolic batch, for cpu, cuda and tpu, loadable with jax.export.deserialize(...).call(x) without "
+        "jaxcnn; safetensors: params and state with dotted keys; torchvision: the state dict torchvision's model "
+        "loads with load_state_dict(strict=True) (.safetensors or .pth).",
+    )
+    ex.add_argument("--checkpoint", required=True, help="the run directory")
+    ex.add_argument("--which", choices=["best", "last"], help="the best or last state (default: the best, if any)")
+    ex.add_argument("--format", required=True, choices=["stablehlo", "safetensors", "torchvision"])
+    ex.add_argument("--out", required=True, help="the file to write")
+    ex.add_argument("--data-dir", help="directory holding the dataset files (for the input shape)")
+    ex.set_defaults(func=export_command)
 
 
 def _add_summary(sub) -> None:
@@ -318,7 +413,7 @@ def _add_bench(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxcnn", description="Convolutional networks with hand-derived VJPs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_gradcheck, _add_train, _add_eval, _add_summary, _add_bench):
+    for add in (_add_gradcheck, _add_train, _add_eval, _add_export, _add_summary, _add_bench):
         add(sub)
     return parser
 

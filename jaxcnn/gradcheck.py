@@ -339,6 +339,9 @@ def _elementwise_cases() -> list[Case]:
     for x in [(8, 3), (4, 3, 3, 5)]:
         c = x[-1]
         cases.append(Case("batch_norm", _describe({}, x), (x, (c,), (c,)), dict(epsilon=1e-3)))
+    for x, groups in [((4, 3, 3, 6), 3), ((2, 5, 4), 2)]:
+        kw = dict(groups=groups, epsilon=1e-3)
+        cases.append(Case("group_norm", _describe(kw, x), (x, (x[-1],), (x[-1],)), kw))
     cases.append(Case("softmax_cross_entropy", _describe({}, (6, 4)) + ", labels", ((6, 4),), {}))
     cases.append(Case("mse", _describe({}, (6, 4), (6, 4)), ((6, 4), (6, 4)), {}))
     return cases

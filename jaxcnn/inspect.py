@@ -77,6 +77,7 @@ class Summary(NamedTuple):
     input_shape: tuple[int, ...]
     rows: list[LayerSummary]
     total: SummaryTotal
+    stages: dict[str, str] | None = None  # path -> "stage k, /reduction": the backbone's stages, when asked
 
     def __str__(self) -> str:
         return _table(self)
@@ -277,10 +278,11 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path and name else path or name
 
 
-def summary(model: Layer, input_shape: Sequence[int], *, name: str = "") -> Summary:
+def summary(model: Layer, input_shape: Sequence[int], *, name: str = "", stages: bool = False) -> Summary:
     """One row per layer of ``model`` on ``input_shape`` (batch axis included, e.g. ``(1, 224, 224, 3)``),
     nested combinators with their dotted paths, and a total; ``print()`` it for a table. Computed by
-    shape arithmetic and ``jax.eval_shape``: nothing is run (see the module docstring)."""
+    shape arithmetic and ``jax.eval_shape``: nothing is run (see the module docstring). ``stages``: mark
+    where each of the backbone's stages ends (:func:`jaxcnn.models.backbone`)."""
     input_shape = tuple(int(d) for d in input_shape)
     walk = _Walk()
     info = describe(model)
@@ -293,9 +295,14 @@ def summary(model: Layer, input_shape: Sequence[int], *, name: str = "") -> Summ
     params = sum(r.params for r in leaves)
     flops = sum(r.flops for r in leaves)
     memory = 4 * sum(_size(r.output_shape) for r in leaves)
-    return Summary(
-        name or getattr(model, "__name__", ""), input_shape, walk.rows, SummaryTotal(params, state, flops, memory)
-    )
+    marks = None
+    if stages:
+        from .models.backbone import stages as backbone_stages
+
+        found = backbone_stages(model, input_shape)
+        marks = {info.path: f"stage {k + 1}, /{info.reduction}" for k, info in enumerate(found)}
+    total = SummaryTotal(params, state, flops, memory)
+    return Summary(name or getattr(model, "__name__", ""), input_shape, walk.rows, total, marks)
 
 
 def _size(shape) -> int:
@@ -350,7 +357,9 @@ def _fmt_count(n: int) -> str:
 
 def _table(s: Summary) -> str:
     header = ("layer", "kind", "output shape", "params", "FLOPs", "receptive field", "jump", "start")
-    lines = []
+    if s.stages is not None:
+        header = (*header, "stage")
+    lines, seen = [], set()  # (a DenseNet layer's row, then its body's at the same path: marked once)
     for r in s.rows:
         indent = "  " * max(r.depth, 0)
         label = indent + (r.path.rsplit(".", 1)[-1] if r.path else "(model)")
@@ -364,10 +373,16 @@ def _table(s: Summary) -> str:
                 _fmt_axes(r.receptive_field),
                 _fmt_axes(r.jump),
                 _fmt_axes(r.start),
+                *(() if s.stages is None else (s.stages.get(r.path, "") if r.path not in seen else "",)),
             )  # fmt: skip
         )
+        seen.add(r.path)
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    def fmt(row):  # names, kinds, shapes and stages to the left, numbers to the right
+        cells = (c.ljust(w) if i < 3 or i == 8 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
     t = s.total
     foot = (
         f"total: {t.params:,} parameters, {t.state:,} non-trainable state values, "

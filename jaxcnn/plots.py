@@ -47,15 +47,23 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
-    """Training loss/accuracy per logged step and test loss/accuracy per epoch, against epochs."""
+    """Training loss/accuracy per logged step and, per epoch, validation (and test, when it was evaluated)
+    loss/accuracy, against epochs; the best validation epoch marked."""
     plt = _pyplot()
     train = [r for r in history if "loss" in r]
-    test = [r for r in history if "test_loss" in r]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train")
-    ax_loss.plot([r["epoch"] for r in test], [r["test_loss"] for r in test], "o-", label="test")
     ax_acc.plot([r["epoch"] for r in train], [r["accuracy"] for r in train], label="train")
-    ax_acc.plot([r["epoch"] for r in test], [r["test_accuracy"] for r in test], "o-", label="test")
+    for split in ("val", "test"):
+        rows = [r for r in history if f"{split}_loss" in r]
+        if rows:
+            epochs = [r["epoch"] for r in rows]
+            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], "o-", label=split)
+            ax_acc.plot(epochs, [r[f"{split}_accuracy"] for r in rows], "o-", label=split)
+    val = [r for r in history if "val_accuracy" in r]
+    if val:
+        best = max(val, key=lambda r: r["val_accuracy"])  # the first of equals, as fit chooses
+        ax_acc.axvline(best["epoch"], color="grey", linestyle=":", label=f"best val (epoch {best['epoch']:g})")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)

@@ -28,7 +28,7 @@ from .ops._validate import check_axis, check_floating
 from .ops.activation import check_negative_slope
 from .ops.conv import conv_spec, conv_transpose_spec
 from .ops.dense import check_dense
-from .ops.norm import check_batch_norm, check_lrn
+from .ops.norm import check_batch_norm, check_group_norm, check_lrn
 from .ops.pool import _check_global, check_adaptive_avg_pool, check_p, pool_spec, reduce_window
 
 __all__ = [*_OP_NAMES, "softmax_cross_entropy", "mse"]  # a twin of every op and loss
@@ -193,6 +193,17 @@ def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
     var = jnp.mean(jnp.square(xf - mean), axis=axes)
     y = (xf - mean) * lax.rsqrt(var + epsilon) * scale + offset
     return y.astype(x.dtype), mean, var
+
+
+def group_norm(x: Any, scale: Any, offset: Any, *, groups: int, epsilon: float = 1e-5):
+    x, scale, offset, groups, epsilon = check_group_norm(x, scale, offset, groups, epsilon)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    n, c = x.shape[0], x.shape[-1]
+    per_group = jnp.moveaxis(xf, -1, 1).reshape(n, groups, -1)  # (N, G, (C/G) * spatial)
+    mean = jnp.mean(per_group, axis=-1, keepdims=True)
+    var = jnp.var(per_group, axis=-1, keepdims=True)
+    xhat = jnp.moveaxis(((per_group - mean) / jnp.sqrt(var + epsilon)).reshape(n, c, *x.shape[1:-1]), 1, -1)
+    return (xhat * scale + offset).astype(x.dtype)
 
 
 def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):

@@ -4,7 +4,8 @@
   differences on a representative sweep, every layer, the small models, the data parsers, the CLI's
   refusals, one short training run): a few minutes on a 2-core CPU. Tests marked ``slow`` (training to
   accuracy, subprocess kills, multi-process runs, 224x224 networks, the benchmark smoke runs) run with
-  ``-m slow``, together with the property-based sweeps at their wide setting. CI runs both.
+  ``-m slow``, together with the property-based sweeps at their wide setting. CI runs both. A test
+  named by its id (``pytest tests/test_x.py::test_y``) runs whatever its tier.
 - **Sweeps.** Every hypothesis test runs ``JAXCNN_HYPOTHESIS_EXAMPLES`` examples (default 8) in the
   default tier and ``JAXCNN_HYPOTHESIS_WIDE`` (default 120) when the run selects ``slow``, as JAX's own
   suite runs ``JAX_NUM_GENERATED_CASES`` cases by default and many more in CI.
@@ -55,13 +56,24 @@ def pytest_configure(config):
     settings.load_profile("jaxcnn-wide" if _selects_slow(config) else "jaxcnn-default")
 
 
+def _names_tests(config) -> bool:
+    """The command line names tests by id (``tests/test_x.py::test_y``): they run whatever their tier."""
+    return any("::" in str(arg) for arg in config.args)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
 def pytest_collection_modifyitems(config, items):
-    """A slow run re-runs every property-based sweep at its wide setting."""
+    """A slow run re-runs every property-based sweep at its wide setting; a run without ``-m`` is the
+    default tier, which leaves the ``slow`` tests out (as ``-m "not slow"`` would)."""
     if _selects_slow(config):
         for item in items:
             if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
                 item.add_marker(pytest.mark.slow)
+    elif not config.getoption("markexpr") and not _names_tests(config):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 @pytest.fixture

@@ -124,3 +124,32 @@ def jit_init(layer, key, input_shape):
 
     params, state = jax.jit(init)(key)
     return box["out"], params, state
+
+
+def sigkill_after_checkpoint(argv, out, at_least: int, timeout: float = 240) -> int:
+    """Start ``argv`` (a training run writing to ``out``), SIGKILL it as soon as its checkpoint has reached
+    step ``at_least``, and return the step of the checkpoint it left."""
+    import signal
+    import subprocess
+    import time
+
+    from jaxcnn import checkpoint
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, step = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline and proc.poll() is None and step < at_least:
+            try:
+                step = checkpoint.read_meta(out)["step"]
+            except checkpoint.CheckpointError:
+                step = 0
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return checkpoint.read_meta(out)["step"]

@@ -264,3 +264,14 @@ def test_the_full_size_benchmark_times_only_what_it_is_asked_to(tmp_path, capsys
     assert {k for k in row if k.endswith("_ms")} == {"jaxcnn_forward_ms", "autodiff_forward_ms"}
     assert row["forward_autodiff_over_jaxcnn"] == row["autodiff_forward_ms"] / row["jaxcnn_forward_ms"]
     assert "alexnet batch 1: forward jaxcnn" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_data_pipeline_benchmark_runs(tmp_path, capsys):
+    from jaxcnn.bench import data_pipeline
+
+    out = tmp_path / "pipeline.json"
+    argv = ["--images", "400", "--steps", "6", "--rounds", "1", "--batch", "16", "--model", "lenet5"]
+    assert data_pipeline.main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["examples_per_s"]) == {"memory", "folder"} and result["images"] == 400

@@ -503,10 +503,10 @@ def test_load_names():
     assert ds.class_names == ("0", "1", "2", "3")
     with pytest.raises(
         ValueError,
-        match=r"Unknown dataset: 'cifar10'. It needs to be one of \['fashion-mnist', 'mnist1d', 'digits', "
-        r"'synthetic'\]",
+        match=r"Unknown dataset: 'imagenet'. It needs to be one of \['fashion-mnist', 'mnist1d', 'digits', "
+        r"'synthetic', 'cifar10', 'folder', 'npz'\]",
     ):
-        data.load("cifar10")
+        data.load("imagenet")
 
 
 def test_load_fashion_alias_uses_data_dir(tmp_path, no_system_dirs):

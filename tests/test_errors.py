@@ -138,6 +138,27 @@ CASES = [
         ValueError,
         r"epsilon must be a positive number, got 0.0",
     ),
+    (
+        "group_norm",
+        (X, jnp.ones(4), jnp.zeros(4)),
+        dict(groups=3),
+        ValueError,
+        r"group_norm: groups must divide the 4 channels, got 3",
+    ),
+    (
+        "group_norm",
+        (X, jnp.ones(4), jnp.zeros(4)),
+        dict(groups=0),
+        ValueError,
+        r"group_norm: groups must be a positive int, got 0",
+    ),
+    (
+        "group_norm",
+        (X, jnp.ones(3), jnp.zeros(4)),
+        dict(groups=1),
+        ValueError,
+        r"group_norm: scale must have shape \(4,\), got \(3,\)",
+    ),
 ]
 
 

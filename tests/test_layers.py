@@ -69,6 +69,8 @@ CASES = [
     ("Dropout", (0.3,), {}, [(2, 5, 3), (4, 6)]),
     ("BatchNorm", (), {}, [(4, 3, 3, 2), (5, 3), (2, 3, 3, 3, 2)]),
     ("BatchNorm", (), {"momentum": 0.5, "epsilon": 1e-3}, [(6, 4)]),
+    ("GroupNorm", (2,), {}, [(2, 4, 3, 6), (3, 5, 4)]),
+    ("GroupNorm", (1,), {"epsilon": 1e-3}, [(2, 3, 3, 2, 3)]),
 ]
 
 
@@ -159,6 +161,7 @@ LAYER_OPS = {
     "Tanh": {"tanh": 1},
     "Softmax": {"softmax": 1},
     "LogSoftmax": {"log_softmax": 1},
+    "GroupNorm": {"group_norm": 1},
     "BatchNorm": {"batch_norm": 1},  # train mode; eval mode is an affine map in jax.numpy
     "Flatten": {},
     "Identity": {},
@@ -578,6 +581,8 @@ CONSTRUCTION_ERRORS = [
     (lambda: layers.Dropout(-0.1), ValueError, "rate must be in [0, 1)"),
     (lambda: layers.BatchNorm(momentum=1.5), ValueError, "momentum must be in [0, 1], got 1.5"),
     (lambda: layers.BatchNorm(epsilon=0.0), ValueError, "epsilon must be positive, got 0.0"),
+    (lambda: layers.GroupNorm(0), ValueError, "groups must be a positive int, got 0"),
+    (lambda: layers.GroupNorm(2, epsilon=-1.0), ValueError, "epsilon must be positive, got -1.0"),
     (lambda: combinators.fan_out(0), ValueError, "n must be a positive int, got 0"),
     (lambda: combinators.concatenate("x"), TypeError, "axis must be an int, got 'x'"),
     (lambda: combinators.serial(layers.Relu, layers.Dense), TypeError, "serial: argument 1 must be a Layer"),
@@ -605,6 +610,7 @@ INIT_ERRORS = [
     (layers.GlobalAvgPool, (2, 3), "GlobalAvgPool: input_shape must have rank 3, 4 or 5"),
     (layers.Flatten, (4,), "Flatten: input_shape must be (N, ...) with rank >= 2, got (4,)"),
     (layers.BatchNorm(), (4,), "BatchNorm: input_shape must be (N, ..., C) with rank >= 2, got (4,)"),
+    (layers.GroupNorm(4), (2, 5, 6), "GroupNorm: groups must divide the input's 6 channels, got groups=4"),
     (layers.Relu, "abc", "Relu: input_shape must be a tuple of ints (N, ..., C), got 'abc'"),
     (combinators.concatenate(), ((2, 3), (3, 3)), "input shapes must agree except along axis -1, got [(2, 3), (3, 3)]"),
     (combinators.concatenate(axis=3), ((2, 3), (2, 3)), "concatenate: axis (=3) is out of range"),

@@ -1,6 +1,6 @@
 """Local response normalisation and adaptive average pooling: value and VJP against the reference twins
-(float64, 1e-10, property-based), against PyTorch and against NumPy loops; ``adaptive_windows``; grad of
-grad, no forward mode, bfloat16; argument errors."""
+(float64, 1e-10, property-based), against PyTorch and against NumPy loops (group norm against PyTorch
+too); ``adaptive_windows``; grad of grad, no forward mode, bfloat16; argument errors."""
 
 import itertools
 import math
@@ -123,6 +123,26 @@ def test_lrn_matches_torch(torch, shape, kwargs, rng):
     actual = _jax_value_and_grad(lambda v: ops.lrn(v, **kwargs), jnp.asarray(x), u)
     assert_close(actual[0], expected[0], 1e-12, "value")
     assert_close(actual[1], expected[1], 1e-12, "input gradient")
+
+
+GROUP_NORM_TORCH = [((2, 5, 4, 6), 3), ((3, 7, 4), 2), ((2, 3, 2, 4, 8), 8), ((4, 6), 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape,groups", GROUP_NORM_TORCH, ids=[f"{len(s) - 2}d-G{g}" for s, g in GROUP_NORM_TORCH])
+def test_group_norm_matches_torch(torch, shape, groups, rng):
+    x, u = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape)
+    scale, offset = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+    xt = _to_torch(torch, x).requires_grad_(True)
+    st_, ot = (torch.from_numpy(v).requires_grad_(True) for v in (scale, offset))
+    yt = torch.nn.functional.group_norm(xt, groups, st_, ot, eps=1e-3)
+    yt.backward(_to_torch(torch, u))
+    y, vjp = jax.vjp(lambda *a: ops.group_norm(*a, groups=groups, epsilon=1e-3), *map(jnp.asarray, (x, scale, offset)))
+    dx, dscale, doffset = vjp(jnp.asarray(u))
+    assert_close(y, _from_torch(yt), 1e-12, "value")
+    assert_close(dx, _from_torch(xt.grad), 1e-10, "input gradient")
+    assert_close(dscale, st_.grad.numpy(), 1e-10, "scale gradient")
+    assert_close(doffset, ot.grad.numpy(), 1e-10, "offset gradient")
 
 
 ADAPTIVE_TORCH = [

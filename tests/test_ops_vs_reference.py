@@ -186,6 +186,16 @@ def test_batch_norm_matches_reference(lead, channels, seed):
     assert_matches_reference(ops.batch_norm, reference.batch_norm, (x, scale, offset), seed=seed, epsilon=1e-3)
 
 
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**16))
+def test_group_norm_matches_reference(spatial, groups, per_group, seed):
+    rng = np.random.default_rng(seed)
+    channels = groups * per_group
+    x = _normal(rng, (2, *spatial, channels)) * 3 + 1
+    scale, offset = _normal(rng, (channels,)), _normal(rng, (channels,))
+    kw = dict(groups=groups, epsilon=1e-3)
+    assert_matches_reference(ops.group_norm, reference.group_norm, (x, scale, offset), seed=seed, **kw)
+
+
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
 def test_softmax_cross_entropy_matches_reference(batch, classes, seed):
     rng = np.random.default_rng(seed)
@@ -224,6 +234,7 @@ FLOAT32_CASES = [
     ("softmax", {}, [(4, 6)]),
     ("log_softmax", {}, [(4, 6)]),
     ("batch_norm", {}, [(8, 3, 3, 4), (4,), (4,)]),
+    ("group_norm", dict(groups=2), [(3, 3, 3, 4), (4,), (4,)]),
 ]
 
 

@@ -14,7 +14,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # The manual's pages that README.md and docs/index.md promise.
-PAGES = ["index", "ops", "derivations", "networks", "inspection", "training", "scaling", "accelerators", "speed"]
+PAGES = [
+    "index", "ops", "derivations", "networks", "inspection", "data", "weights", "training", "scaling", "accelerators",
+    "speed"
+]  # fmt: skip
 
 
 def python_blocks(path):

@@ -96,6 +96,39 @@ def test_torchvision_weights_give_torchvision_logits(tv, name):
         assert _rel(got[1], aux[0]) <= 1e-4 and _rel(got[2], aux[1]) <= 1e-4
 
 
+def _randomised(params, state, seed):
+    """Every array drawn afresh: kernels He-scaled, scales in [0.5, 1.5], offsets and biases around 0, running
+    means around 0 and variances in [0.5, 1.5] (an initialised network's zero biases, unit scales and fresh
+    statistics would hide a swapped pair)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, a):
+        leaf = jax.tree_util.keystr(path[-1:])
+        if a.ndim > 1:
+            return rng.standard_normal(a.shape) * np.sqrt(2.0 / np.prod(a.shape[:-1]))
+        return rng.uniform(0.5, 1.5, a.shape) if leaf in ("['scale']", "['var']") else rng.normal(0, 0.1, a.shape)
+
+    return jax.tree_util.tree_map_with_path(lambda p, a: jnp.asarray(draw(p, a), a.dtype), (params, state))
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_MODELS))
+def test_to_torchvision_loads_strictly_into_torchvision_and_gives_our_logits(tv, name):
+    """Weights out: jaxcnn's own (random) parameters and batch-norm statistics, 10 classes, as a state
+    dict that torchvision's model takes with ``strict=True`` and that gives jaxcnn's logits."""
+    aux = {"aux_logits": True} if name == "googlenet" else {}
+    model = TORCHVISION_MODELS[name].build(num_classes=10, **aux)
+    _, params, state = jax.jit(lambda k: model.init(k, (1, 224, 224, 3)))(jax.random.key(5))
+    params, state = _randomised(params, state, seed=5)
+    weights = models.to_torchvision(name, params, state)
+    reference = getattr(tv, name)(weights=None, num_classes=10, **({"init_weights": False} if aux else {}))
+    reference.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}, strict=True)
+    x = np.random.default_rng(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    got = jax.jit(lambda p, s, x: model.apply(p, s, x)[0])(params, state, x)
+    assert _rel(_logits(got), expected) <= 1e-4
+
+
 def _torch_grads(reference, x, labels):
     reference.train()
     out = reference(torch.from_numpy(x.transpose(0, 3, 1, 2)))

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import sigkill_after_checkpoint
 
 from jaxcnn import checkpoint, data, models, train
 from jaxcnn.cli import main
@@ -56,13 +56,23 @@ def test_training_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):
     assert int(result.state.step) == 24 and checkpoint.read_meta(tmp_path)["step"] == 24
 
 
+class _StepCounter(train.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step(self, loop, progress, state):
+        self.steps += 1
+
+
 def test_resume_in_process_is_bit_identical(tiny_data, tmp_path):
     full = _fit(tiny_data, tmp_path / "full")
     _fit(tiny_data, tmp_path / "cut", checkpoint_every=5, max_steps=10)  # stops mid-epoch 2
     assert checkpoint.read_meta(tmp_path / "cut")["step"] == 10
-    resumed = _fit(tiny_data, tmp_path / "cut", checkpoint_every=5, resume=True)
+    counted = _StepCounter()
+    resumed = _fit(tiny_data, tmp_path / "cut", checkpoint_every=5, resume=True, callbacks=[counted])
     assert int(resumed.state.step) == 24
     assert _equal_trees(full.state, resumed.state)
+    assert counted.steps == 14  # it went on from step 10, rather than training again from scratch
 
     # the replay did not duplicate metrics: training rows strictly increase in step, and after the cut
     # (step 10, where the stopped run logged its partial window) they are the uninterrupted run's rows
@@ -166,33 +176,11 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
         "--log-every",
         "5",
         "--no-plots",
+        "--val-fraction",
+        "0",  # every example trains: 16 steps an epoch
     ]
     killed, full = tmp_path / "killed", tmp_path / "full"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jaxcnn", *args, "--out", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        step = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                step = checkpoint.read_meta(killed)["step"]
-            except checkpoint.CheckpointError:
-                step = 0
-            if step >= 30:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    stopped_at = checkpoint.read_meta(killed)["step"]
+    stopped_at = sigkill_after_checkpoint([sys.executable, "-m", "jaxcnn", *args, "--out", str(killed)], killed, 30)
     assert (
         30 <= stopped_at < 320
     )  # killed mid-run, after the checkpoint of step >= 30 (mid-epoch unless a multiple of 16)
@@ -255,7 +243,7 @@ def test_cli_resume_refuses_a_damaged_checkpoint(tmp_path, capsys):
 def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_resumes_exactly(tmp_path):
     args = [
         *"train --dataset synthetic --model lenet5 --epochs 3 --batch-size 32 --optimizer momentum --lr 0.02".split(),
-        *"--checkpoint-every 10 --log-every 5 --no-plots".split(),
+        *"--checkpoint-every 10 --log-every 5 --no-plots --val-fraction 0".split(),  # 16 steps an epoch
     ]
     killed, full = tmp_path / "killed", tmp_path / "full"
     script = Path(__file__).with_name("kill_during_checkpoint.py")

@@ -28,6 +28,7 @@ from jax.scipy.ndimage import map_coordinates
 from ..errors import ConfigError, ConfigTypeError
 
 __all__ = [
+    "AUGMENTATIONS",
     "pad_and_crop",
     "random_crop",
     "flip_horizontal",
@@ -154,6 +155,13 @@ def augment(key: jax.Array, x: Any, *, crop_pad: int = 0, flip: bool = False, ro
     if flip:
         x = random_flip(k_flip, x)
     return x
+
+
+# The image augmentations a run names (``--augment NAME``): the options of :func:`augment`.
+AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "standard": dict(crop_pad=2, flip=True, rotate_deg=10.0),  # translations, flips, small rotations
+    "pad4-flip": dict(crop_pad=4, flip=True),  # the CIFAR recipe of He et al. (2016): pad 4, crop, flip
+}
 
 
 def roll_signal(key: jax.Array, x: Any, max_shift: int) -> jax.Array:

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataNotFoundError, MissingDependencyError, unknown_choice
 from ..ops._validate import as_int
+from .arrays import ScaledImages
 from .fetch import atomic_write, cache_dir, download
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, IDXFormatError, read_idx
 
@@ -57,18 +58,23 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
 ]
 
-DATASETS = ("fashion-mnist", "mnist1d", "digits", "synthetic")
+DATASETS = ("fashion-mnist", "mnist1d", "digits", "synthetic", "cifar10", "folder", "npz")
 
 
 class Dataset(NamedTuple):
-    """A train/test split: ``x_*`` float32 ``(N, *input_shape)`` channels-last, ``y_*`` int32 ``(N,)``."""
+    """A train/test split, and optionally a validation split: ``x_*`` channels-last ``(N, *input_shape)``,
+    float32 NumPy arrays or :class:`~jaxcnn.data.arrays.ScaledImages` (uint8 read as float32 ``k / 255``,
+    possibly memory-mapped); ``y_*`` int32 ``(N,)`` in ``[0, num_classes)``."""
 
-    x_train: np.ndarray
+    x_train: Any
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Any
     y_test: np.ndarray
     num_classes: int
     name: str
+    x_val: Any = None  # the validation split (None: none)
+    y_val: np.ndarray | None = None
+    classes: tuple[str, ...] | None = None  # class names, when the dataset has its own
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -76,28 +82,42 @@ class Dataset(NamedTuple):
         return tuple(self.x_train.shape[1:])
 
     @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None and len(self.x_val) > 0
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        """Human-readable class names: Fashion-MNIST's garment names, else the digits ``"0"``, ``"1"``, ..."""
+        """Human-readable class names: the dataset's own (folder names, CIFAR-10's, Fashion-MNIST's garment
+        names), else the digits ``"0"``, ``"1"``, ..."""
+        if self.classes is not None:
+            return tuple(self.classes)
         if self.name == "fashion-mnist":
             return FASHION_MNIST_CLASSES
         return tuple(str(k) for k in range(self.num_classes))
 
     def __repr__(self) -> str:
+        val = f", val={self.x_val.shape}" if self.has_validation else ""
         return (
-            f"Dataset(name={self.name!r}, train={self.x_train.shape}, test={self.x_test.shape}, "
+            f"Dataset(name={self.name!r}, train={self.x_train.shape}{val}, test={self.x_test.shape}, "
             f"num_classes={self.num_classes})"
         )
 
 
-def _dataset(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
+def _examples(x: Any) -> Any:
+    """float32 contiguous, or :class:`ScaledImages` as they are."""
+    return x if isinstance(x, ScaledImages) else np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _labels(y: Any) -> np.ndarray:
+    return np.ascontiguousarray(y, dtype=np.int32)
+
+
+def _dataset(name, x_train, y_train, x_test, y_test, num_classes, *, x_val=None, y_val=None, classes=None) -> Dataset:
+    val = (None, None) if x_val is None else (_examples(x_val), _labels(y_val))
     return Dataset(
-        np.ascontiguousarray(x_train, dtype=np.float32),
-        np.ascontiguousarray(y_train, dtype=np.int32),
-        np.ascontiguousarray(x_test, dtype=np.float32),
-        np.ascontiguousarray(y_test, dtype=np.int32),
-        int(num_classes),
-        name,
-    )
+        _examples(x_train), _labels(y_train), _examples(x_test), _labels(y_test), int(num_classes), name, *val,
+        None if classes is None else tuple(classes),
+    )  # fmt: skip
 
 
 # --- Fashion-MNIST ------------------------------------------------------------------------------
@@ -355,11 +375,16 @@ def make_synthetic(
 def load(name: str, *, data_dir: str | os.PathLike | None = None, **kwargs: Any) -> Dataset:
     """Load a dataset by name: one of :data:`DATASETS` (case and ``_`` vs ``-`` are ignored).
 
-    ``data_dir`` is where Fashion-MNIST is looked for first, and where MNIST-1D caches its generated
-    arrays; digits and synthetic read no files and ignore it. Other keyword arguments go to the
+    ``data_dir`` is where Fashion-MNIST and CIFAR-10 are looked for first, where MNIST-1D caches its
+    generated arrays, the image folder's root (``folder``: ``DIR/train/<class>/*``, ...) or the ``.npz``
+    file (``npz``); digits and synthetic read no files and ignore it. Other keyword arguments go to the
     dataset's loader: :func:`load_fashion_mnist`, :func:`load_mnist1d`, :func:`load_digits`,
-    :func:`make_synthetic`.
+    :func:`make_synthetic`, :func:`~jaxcnn.data.folder.load_folder` (``input_shape``),
+    :func:`~jaxcnn.data.folder.load_npz`, :func:`~jaxcnn.data.cifar.load_cifar10`.
     """
+    from .cifar import load_cifar10
+    from .folder import load_folder, load_npz
+
     key = str(name).strip().lower().replace("_", "-")
     if key == "fashion-mnist":
         return load_fashion_mnist(data_dir, **kwargs)
@@ -369,4 +394,10 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, **kwargs: Any)
         return load_digits(**kwargs)
     if key == "synthetic":
         return make_synthetic(**kwargs)
+    if key == "folder":
+        return load_folder(data_dir, **kwargs)
+    if key == "npz":
+        return load_npz(data_dir, **kwargs)
+    if key == "cifar10":
+        return load_cifar10(data_dir, **kwargs)
     raise unknown_choice("dataset", name, DATASETS)

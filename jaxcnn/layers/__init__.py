@@ -57,7 +57,9 @@ from .dense import Sigmoid as Sigmoid
 from .dense import Softmax as Softmax
 from .dense import Tanh as Tanh
 from .norm import BatchNorm as BatchNorm
+from .norm import GroupNorm as GroupNorm
 from .norm import LocalResponseNorm as LocalResponseNorm
+from .norm import frozen_batch_norm as frozen_batch_norm
 from .pool import AdaptiveAvgPool as AdaptiveAvgPool
 from .pool import AvgPool as AvgPool
 from .pool import GlobalAvgPool as GlobalAvgPool
@@ -91,6 +93,8 @@ __all__ = [
     "LogSoftmax",
     "Dropout",
     "BatchNorm",
+    "GroupNorm",
     "LocalResponseNorm",
+    "frozen_batch_norm",
     "Identity",
 ]

@@ -1,7 +1,9 @@
-r"""Normalisation layers: ``BatchNorm`` and ``LocalResponseNorm``."""
+r"""Normalisation layers: ``BatchNorm``, ``GroupNorm`` and ``LocalResponseNorm``."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any
 
@@ -14,12 +16,13 @@ from .. import ops as _default_ops
 from ..errors import ConfigError
 from . import rules
 from ._config import as_positive_int, as_real, check_ops, check_train, input_shape_arg
-from .core import Layer, annotate, constructor
+from .core import Layer, annotate, constructor, ops_free
 
-__all__ = ["BatchNorm", "LocalResponseNorm"]
+__all__ = ["BatchNorm", "GroupNorm", "LocalResponseNorm", "frozen_batch_norm"]
 
 # What each kind's forward pass costs (jaxcnn.inspect.summary); both keep a unit's receptive field.
 rules.register_kind("BatchNorm", flops=rules.elementwise_flops(2))
+rules.register_kind("GroupNorm", flops=rules.elementwise_flops(2))
 rules.register_kind("LocalResponseNorm", flops=rules.elementwise_flops(8))
 
 
@@ -30,6 +33,24 @@ def _running_update(state: dict, mu: jax.Array, var: jax.Array, m: int, momentum
         "mean": (momentum * state["mean"] + (1 - momentum) * mu).astype(state["mean"].dtype),
         "var": (momentum * state["var"] + (1 - momentum) * var).astype(state["var"].dtype),
     }
+
+
+_FROZEN: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxcnn_frozen_batch_norm", default=False)
+
+
+@contextlib.contextmanager
+def frozen_batch_norm():
+    """Inside the block, every :func:`BatchNorm` applies its eval-mode transform (the running statistics,
+    the state unchanged) even with ``train=True``: fine-tuning with frozen batch norm. Like
+    :func:`jaxcnn.ops.use_formulation`, it applies when a function is traced."""
+    token = _FROZEN.set(True)
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
+
+
+ops_free("frozen_batch_norm", frozen_batch_norm)  # in every bind(ops) namespace: it concerns any BatchNorm
 
 
 @constructor("batch_norm")
@@ -55,8 +76,9 @@ def BatchNorm(
     biased one). ``momentum`` is the weight of the *old* value (Flax/Keras convention; PyTorch's
     ``momentum=0.1`` is ``momentum=0.9`` here). ``train=True`` needs ``m >= 2``.
 
-    ``train=False``: ``y = scale * (x - mean) / sqrt(var + epsilon) + offset`` with the running
-    averages; deterministic, state unchanged (plain ``jax.numpy``, differentiated by autodiff).
+    ``train=False`` (or inside :func:`frozen_batch_norm`): ``y = scale * (x - mean) / sqrt(var + epsilon)
+    + offset`` with the running averages; deterministic, state unchanged (plain ``jax.numpy``,
+    differentiated by autodiff).
 
     Params: ``scale``, ``offset`` ``(C,)``. State: ``mean`` (zeros), ``var`` (ones), ``(C,)`` float32;
     updates keep the state's dtype.
@@ -81,7 +103,7 @@ def BatchNorm(
 
     def apply(params, state, x, *, key=None, train=False):
         scale, offset = params["scale"], params["offset"]
-        if not check_train(train, "BatchNorm"):
+        if not check_train(train, "BatchNorm") or _FROZEN.get():
             inv = lax.rsqrt(state["var"] + epsilon)
             y = (x - state["mean"]) * (scale * inv) + offset
             return y.astype(jnp.result_type(x)), state
@@ -94,6 +116,48 @@ def BatchNorm(
         return y, _running_update(state, mu, var, m, momentum)
 
     return annotate(Layer(init, apply), "BatchNorm")
+
+
+@constructor("group_norm")
+def GroupNorm(
+    groups: int = 32,
+    *,
+    epsilon: float = 1e-5,
+    scale_init: Any = "ones",
+    offset_init: Any = "zeros",
+    ops: Any = _default_ops,
+) -> Layer:
+    r"""Group normalisation (Wu & He, 2018; PyTorch's ``nn.GroupNorm(groups, C, eps)``): each example's
+    ``C`` channels in ``groups`` groups of consecutive channels, each normalised over its channels and every
+    spatial position, then ``scale * xhat + offset`` per channel (``ops.group_norm``, hand-derived VJP).
+
+    The same in training and evaluation, and no statistic crosses examples: the normalisation for
+    differentially private training, where batch norm's coupling of the examples is not allowed.
+    ``groups`` must divide the channels (checked at ``init``). Params: ``scale``, ``offset`` ``(C,)``;
+    no state.
+    """
+    groups = as_positive_int(groups, "groups")
+    epsilon = as_real(epsilon, "epsilon")
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon must be positive, got {epsilon!r}")
+    scale_init = _inits.get(scale_init, "scale_init")
+    offset_init = _inits.get(offset_init, "offset_init")
+    ops = check_ops(ops, "group_norm")
+
+    def init(key, input_shape):
+        shape = input_shape_arg(input_shape, "GroupNorm", min_rank=2)
+        c = shape[-1]
+        if c % groups:
+            raise ConfigError(f"GroupNorm: groups must divide the input's {c} channels, got groups={groups}")
+        s_key, o_key = jax.random.split(key)
+        params = {"scale": _inits.call(scale_init, s_key, (c,)), "offset": _inits.call(offset_init, o_key, (c,))}
+        return shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        check_train(train, "GroupNorm")
+        return ops.group_norm(x, params["scale"], params["offset"], groups=groups, epsilon=epsilon), state
+
+    return annotate(Layer(init, apply), "GroupNorm", groups=groups)
 
 
 @constructor("lrn")

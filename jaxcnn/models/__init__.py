@@ -51,6 +51,9 @@ from ..errors import unknown_choice
 from ..layers import Layer
 from .alexnet import alexnet as alexnet
 from .autoencoder import conv_autoencoder as conv_autoencoder
+from .backbone import Backbone as Backbone
+from .backbone import FeatureInfo as FeatureInfo
+from .backbone import backbone as backbone
 from .densenet import densenet as densenet
 from .densenet import densenet121 as densenet121
 from .densenet import densenet169 as densenet169
@@ -75,8 +78,12 @@ from .small import fashion_cnn as fashion_cnn
 from .small import mnist1d_cnn as mnist1d_cnn
 from .small import seed_cnn as seed_cnn
 from .torchvision import TORCHVISION_MODELS as TORCHVISION_MODELS
+from .torchvision import NewHeadWarning as NewHeadWarning
 from .torchvision import WeightsError as WeightsError
 from .torchvision import from_torchvision as from_torchvision
+from .torchvision import head_layers as head_layers
+from .torchvision import save_torchvision as save_torchvision
+from .torchvision import to_torchvision as to_torchvision
 from .vgg import vgg as vgg
 from .vgg import vgg11 as vgg11
 from .vgg import vgg13 as vgg13
@@ -122,8 +129,15 @@ __all__ = [
     "densenet201",
     "densenet_bc",
     "from_torchvision",
+    "to_torchvision",
+    "save_torchvision",
+    "head_layers",
+    "NewHeadWarning",
     "TORCHVISION_MODELS",
     "WeightsError",
+    "backbone",
+    "Backbone",
+    "FeatureInfo",
 ]
 
 

@@ -24,7 +24,8 @@ package's NumPy API, no torch needed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +51,10 @@ from .vgg import vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
     "from_torchvision",
+    "to_torchvision",
+    "save_torchvision",
+    "head_layers",
+    "NewHeadWarning",
     "TORCHVISION_MODELS",
     "WeightsError",
     "read_state_dict",
@@ -210,13 +215,36 @@ def _convert(key: str, value: np.ndarray, ours: tuple[int, ...], flattened: Mapp
     return from_torch_layout(value, flattened.get(key.rsplit(".", 1)[0]))
 
 
-def _fill(params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Mapping[str, Any]) -> None:
-    """Replace every leaf of ``params`` and ``state`` (nested dicts, changed in place) by its
-    torchvision counterpart; refuse missing, unexpected and misshapen keys."""
-    nodes = {"params": named_layers(params), "state": named_layers(state)}
+def head_layers(params: Any) -> list[str]:
+    """The paths of the layers that produce the logits: the last layer with a 2-D kernel (a dense layer) of
+    the network, and of each auxiliary head (GoogLeNet's ``aux1``, ``aux2``)."""
+    dense = [path for path, node in named_layers(params).items() if np.ndim(node.get("kernel")) == 2]
+    heads = {}
+    for path in dense:
+        heads[path.split(".")[0] if path.startswith("aux") else ""] = path
+    return list(heads.values())
+
+
+def _expected_keys(nodes: dict) -> dict[str, tuple[str, str, str]]:
+    """torchvision key -> (tree, layer path, leaf) for every array of a model's params and state."""
     expected = {}
     for path, node in nodes["params"].items():
         expected.update({k: (tree, path, leaf) for k, (tree, leaf) in _expected(path, node).items()})
+    return expected
+
+
+class NewHeadWarning(UserWarning):
+    """:func:`from_torchvision` initialised the classifier afresh (``num_classes`` differs from the file's)."""
+
+
+def _fill(
+    params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Mapping[str, Any], heads: Sequence[str] = ()
+) -> list[str]:
+    """Replace every leaf of ``params`` and ``state`` (nested dicts, changed in place) by its
+    torchvision counterpart; refuse missing, unexpected and misshapen keys, except the keys of the layers
+    ``heads``, which keep their values when their shapes differ. Returns the keys so kept."""
+    nodes = {"params": named_layers(params), "state": named_layers(state)}
+    expected = _expected_keys(nodes)
     unexpected = sorted(k for k in weights if k not in expected and not k.endswith(".num_batches_tracked"))
     if unexpected:
         raise WeightsError(f"unexpected key {unexpected[0]!r} (shape {weights[unexpected[0]].shape}) in the state dict")
@@ -225,12 +253,17 @@ def _fill(params: Any, state: Any, weights: dict[str, np.ndarray], flattened: Ma
         tree, path, leaf = expected[missing[0]]
         shape = torch_shape(nodes[tree][path][leaf].shape)
         raise WeightsError(f"missing key {missing[0]!r} (the model expects shape {shape}) in the state dict")
+    kept = []
     for key, (tree, path, leaf) in expected.items():
         node = nodes[tree][path]
+        if path in heads and weights[key].shape != torch_shape(node[leaf].shape):
+            kept.append(key)
+            continue
         node[leaf] = jnp.asarray(_convert(key, weights[key], node[leaf].shape, flattened), jnp.float32)
+    return kept
 
 
-def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Layer, Any, Any]:
+def from_torchvision(name: str, weights: Any, *, seed: int = 0, **model_kwargs: Any) -> tuple[Layer, Any, Any]:
     """``(model, params, state)``: the zoo model torchvision calls ``name`` (``"resnet50"``, ``"vgg16"``,
     ``"vgg16_bn"``, ``"googlenet"``, ``"densenet121"``, ``"alexnet"``, ...; :data:`TORCHVISION_MODELS`)
     with the weights of a torchvision ``state_dict``.
@@ -240,6 +273,10 @@ def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Laye
     from the weights unless given; other ``model_kwargs`` go to the model (``googlenet``'s
     ``transform_input=True`` for torchvision's ImageNet weights). The model is built for 224x224x3 inputs
     (any size works at ``apply``).
+
+    Fine-tuning: with a ``num_classes`` other than the file's, the classifier (:func:`head_layers`: the last
+    dense layer, and the auxiliary heads' of GoogLeNet) is initialised afresh from ``seed`` and every other
+    array loaded; a :class:`NewHeadWarning` names the keys so initialised. Any other mismatch is refused.
     """
     if name not in TORCHVISION_MODELS:
         raise unknown_choice("torchvision model", name, sorted(TORCHVISION_MODELS))
@@ -250,10 +287,70 @@ def from_torchvision(name: str, weights: Any, **model_kwargs: Any) -> tuple[Laye
     if name == "googlenet" and "aux_logits" not in model_kwargs:
         model_kwargs["aux_logits"] = any(k.startswith("aux1.") for k in state_dict)
     model = spec.build(**model_kwargs)
-    _, *shapes = abstract_init(model, (1, 224, 224, 3))
-    params, state = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    _fill(params, state, state_dict, spec.flattened)
+    new_head = model_kwargs["num_classes"] != _num_classes(state_dict)
+    if new_head:  # initialised for real: the head keeps these values
+        _, params, state = _init(model, seed)
+        params, state = jax.tree_util.tree_map(np.asarray, (params, state))
+    else:
+        _, *shapes = abstract_init(model, (1, 224, 224, 3))
+        params, state = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    kept = _fill(params, state, state_dict, spec.flattened, head_layers(params) if new_head else ())
+    if kept:
+        warnings.warn(
+            NewHeadWarning(f"{name}: initialised afresh for {model_kwargs['num_classes']} classes: {', '.join(kept)}"),
+            stacklevel=2,
+        )
     return model, params, state
+
+
+def _init(model: Layer, seed: int):
+    """``model.init`` on one 224x224x3 example, compiled as one function."""
+    box = {}
+
+    def init(key):
+        box["shape"], params, state = model.init(key, (1, 224, 224, 3))
+        return params, state
+
+    params, state = jax.jit(init)(jax.random.key(seed))
+    return box["shape"], params, state
+
+
+def to_torchvision(name: str, params: Any, state: Any) -> dict[str, np.ndarray]:
+    """The torchvision ``state_dict`` of the zoo model ``name``'s ``params`` and ``state`` (torchvision's key
+    names and layouts, float32 NumPy arrays, ``num_batches_tracked`` 0 for every batch norm): the exact
+    inverse of :func:`from_torchvision`, ready for ``torchvision.models.<name>().load_state_dict(..., strict=True)``
+    (via ``torch.from_numpy``) or :func:`save_torchvision`."""
+    if name not in TORCHVISION_MODELS:
+        raise unknown_choice("torchvision model", name, sorted(TORCHVISION_MODELS))
+    flattened = TORCHVISION_MODELS[name].flattened
+    nodes = {"params": named_layers(params), "state": named_layers(state)}
+    out = {}
+    for key, (tree, path, leaf) in _expected_keys(nodes).items():
+        layout = to_torch_layout(np.asarray(nodes[tree][path][leaf], np.float32), flattened.get(path))
+        out[key] = np.array(layout, order="C")  # a writable copy, so torch.from_numpy takes it without a warning
+        if leaf == "var":
+            out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
+    return out
+
+
+def save_torchvision(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> Path:
+    """Write a state dict (:func:`to_torchvision`) as ``.safetensors`` (the ``safetensors`` package, no torch)
+    or ``.pth`` (``torch.save`` of tensors; needs torch), atomically."""
+    from .._files import atomic_write
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        return atomic_write(path, lambda f: f.write(save(dict(state_dict))))
+    if path.suffix in (".pth", ".pt"):
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependencyError(f"writing {path} needs torch; write a .safetensors file without it") from None
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+        return atomic_write(path, lambda f: torch.save(tensors, f))
+    raise ConfigError(f"a torchvision weights file must end in .safetensors, .pth or .pt, got {path}")
 
 
 def _num_classes(state_dict: Mapping[str, np.ndarray]) -> int:

@@ -22,6 +22,7 @@ from .conv import use_formulation as use_formulation
 from .dense import dense as dense
 from .matrix import conv_matrix as conv_matrix
 from .norm import batch_norm as batch_norm
+from .norm import group_norm as group_norm
 from .norm import lrn as lrn
 from .pool import adaptive_avg_pool as adaptive_avg_pool
 from .pool import avg_pool as avg_pool

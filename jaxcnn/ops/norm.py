@@ -1,6 +1,7 @@
-r"""Batch normalisation (train mode) and local response normalisation, with hand-derived VJPs.
+r"""Batch normalisation (train mode), group normalisation and local response normalisation, with
+hand-derived VJPs.
 
-Derived in ``docs/derivations.md#batch-norm`` and ``#local-response-normalisation``.
+Derived in ``docs/derivations.md#batch-norm``, ``#group-norm`` and ``#local-response-normalisation``.
 
 Batch norm: per channel (the last axis), over the ``m`` elements of every other axis::
 
@@ -17,6 +18,16 @@ accumulated in at least float32, so bfloat16 inputs are normalised accurately; `
 The residuals are ``x`` in its own dtype and the float32 mean and ``1 / sqrt(var + eps)`` per channel;
 ``xhat`` is recomputed from them in the backward pass (under bfloat16 mixed precision no float32 copy of
 the activation is kept).
+
+Group norm (Wu & He, 2018): the ``C`` channels split into ``G`` groups of ``C/G`` consecutive channels; each
+example's group is normalised over its ``m = (spatial size) C/G`` elements, so no statistic crosses
+examples (what differentially private training needs: an example's gradient depends on it alone). The
+same algebra as batch norm, with the means taken per (example, group) and the affine map per channel::
+
+    xhat = (x - mu_ng) / sqrt(var_ng + eps),  y = gamma_c xhat + beta_c,  g = gamma_c dy
+
+    dbeta  = sum_{n, spatial} dy,   dgamma = sum_{n, spatial} dy * xhat
+    dx     = 1 / sqrt(var_ng + eps) * (g - mean_ng(g) - xhat * mean_ng(g * xhat))
 
 Local response normalisation across channels (PyTorch's ``local_response_norm``; AlexNet uses ``size=5,
 alpha=1e-4, beta=0.75, k=2``). Channel ``c`` is divided by a power of the sum of squares over its window
@@ -51,8 +62,8 @@ from jax import lax
 from ..errors import ConfigError, ConfigTypeError
 from ._validate import as_positive_int, check_floating
 
-OPS = ("batch_norm", "lrn")  # the ops this module adds to jaxcnn.ops
-__all__ = [*OPS, "check_batch_norm", "check_lrn"]
+OPS = ("batch_norm", "group_norm", "lrn")  # the ops this module adds to jaxcnn.ops
+__all__ = [*OPS, "check_batch_norm", "check_group_norm", "check_lrn"]
 
 
 def _stats_dtype(dtype):
@@ -102,21 +113,29 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
 _batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
+def _check_norm(
+    op: str, x: Any, scale: Any, offset: Any, epsilon: Any
+) -> tuple[jax.Array, jax.Array, jax.Array, float]:
+    """``x`` floating ``(N, ..., C)`` with an element per channel, ``scale`` and ``offset`` ``(C,)``,
+    ``epsilon > 0``."""
+    x, scale, offset = jnp.asarray(x), jnp.asarray(scale), jnp.asarray(offset)
+    check_floating(x, "x", op)
+    if x.ndim < 2:
+        raise ConfigError(f"{op}: x must have shape (N, ..., C), got shape {tuple(x.shape)}")
+    for arg, v in (("scale", scale), ("offset", offset)):
+        check_floating(v, arg, op)
+        if tuple(v.shape) != (x.shape[-1],):
+            raise ConfigError(f"{op}: {arg} must have shape ({x.shape[-1]},), got {tuple(v.shape)}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ConfigError(f"{op}: epsilon must be a positive number, got {epsilon!r}")
+    if x.size // x.shape[-1] == 0:
+        raise ConfigError(f"{op}: x must have at least one element per channel, got shape {tuple(x.shape)}")
+    return x, scale, offset, float(epsilon)
+
+
 def check_batch_norm(x: Any, scale: Any, offset: Any, epsilon: Any) -> tuple[jax.Array, jax.Array, jax.Array, float]:
     """Validate batch norm's arguments (shared with the reference twin)."""
-    x, scale, offset = jnp.asarray(x), jnp.asarray(scale), jnp.asarray(offset)
-    check_floating(x, "x", "batch_norm")
-    if x.ndim < 2:
-        raise ConfigError(f"batch_norm: x must have shape (N, ..., C), got shape {tuple(x.shape)}")
-    for arg, v in (("scale", scale), ("offset", offset)):
-        check_floating(v, arg, "batch_norm")
-        if tuple(v.shape) != (x.shape[-1],):
-            raise ConfigError(f"batch_norm: {arg} must have shape ({x.shape[-1]},), got {tuple(v.shape)}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ConfigError(f"batch_norm: epsilon must be a positive number, got {epsilon!r}")
-    if x.size // x.shape[-1] == 0:
-        raise ConfigError(f"batch_norm: x must have at least one element per channel, got shape {tuple(x.shape)}")
-    return x, scale, offset, float(epsilon)
+    return _check_norm("batch_norm", x, scale, offset, epsilon)
 
 
 def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
@@ -125,6 +144,72 @@ def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
     ``batch_var`` is the biased (population) variance used to normalise.
     """
     return _batch_norm(*check_batch_norm(x, scale, offset, epsilon))
+
+
+# ---------------------------------------------------------------------------------------------
+# group normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _grouped(x: jax.Array, groups: int) -> tuple[jax.Array, tuple[int, ...]]:
+    """``x`` ``(N, *spatial, C)`` as ``(N, *spatial, G, C/G)`` in at least float32, and the axes of one
+    (example, group): every spatial axis and the channels within the group."""
+    xg = x.astype(_stats_dtype(x.dtype)).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    return xg, (*range(1, x.ndim - 1), x.ndim)
+
+
+def _group_xhat(xg: jax.Array, axes: tuple[int, ...], epsilon: float) -> tuple[jax.Array, jax.Array]:
+    centered = xg - jnp.mean(xg, axis=axes, keepdims=True)
+    inv_std = lax.rsqrt(jnp.mean(centered * centered, axis=axes, keepdims=True) + epsilon)
+    return centered * inv_std, inv_std
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _group_norm(x, scale, offset, groups, epsilon):
+    xg, axes = _grouped(x, groups)
+    xhat = _group_xhat(xg, axes, epsilon)[0].reshape(x.shape)
+    return (xhat * scale + offset).astype(x.dtype)
+
+
+def _group_norm_fwd(x, scale, offset, groups, epsilon):
+    xg, axes = _grouped(x, groups)
+    xhat, inv_std = _group_xhat(xg, axes, epsilon)
+    return (xhat.reshape(x.shape) * scale + offset).astype(x.dtype), (x, inv_std, scale, offset)
+
+
+def _group_norm_bwd(groups, epsilon, residuals, dy):
+    x, inv_std, scale, offset = residuals
+    xg, axes = _grouped(x, groups)
+    xhat = (xg - jnp.mean(xg, axis=axes, keepdims=True)) * inv_std  # recomputed, as in batch norm
+    dy = dy.astype(xg.dtype)
+    per_channel = tuple(range(x.ndim - 1))
+    dbeta = jnp.sum(dy, axis=per_channel)
+    dgamma = jnp.sum(dy * xhat.reshape(x.shape), axis=per_channel)
+    g = (dy * scale).reshape(xg.shape)
+    dx = inv_std * (g - jnp.mean(g, axis=axes, keepdims=True) - xhat * jnp.mean(g * xhat, axis=axes, keepdims=True))
+    return dx.reshape(x.shape).astype(x.dtype), dgamma.astype(scale.dtype), dbeta.astype(offset.dtype)
+
+
+_group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
+def check_group_norm(
+    x: Any, scale: Any, offset: Any, groups: Any, epsilon: Any
+) -> tuple[jax.Array, jax.Array, jax.Array, int, float]:
+    """Validate group norm's arguments (shared with the reference twin): ``x`` floating ``(N, ..., C)``,
+    ``groups`` a positive int dividing ``C``, ``scale`` and ``offset`` ``(C,)``, ``epsilon > 0``."""
+    x, scale, offset, epsilon = _check_norm("group_norm", x, scale, offset, epsilon)
+    groups = as_positive_int(groups, "group_norm: groups")
+    if x.shape[-1] % groups:
+        raise ConfigError(f"group_norm: groups must divide the {x.shape[-1]} channels, got {groups}")
+    return x, scale, offset, groups, epsilon
+
+
+def group_norm(x: Any, scale: Any, offset: Any, *, groups: int, epsilon: float = 1e-5):
+    """Group norm (PyTorch's ``group_norm``): each example's ``groups`` groups of consecutive channels
+    normalised over their channels and every spatial position, then ``scale * xhat + offset`` per channel.
+    ``groups=1`` is layer norm over ``(..., C)``; ``groups=C`` is instance norm."""
+    return _group_norm(*check_group_norm(x, scale, offset, groups, epsilon))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,12 +83,18 @@ class FitConfig(NamedTuple):
     compute_dtype: Any = None  # e.g. jnp.bfloat16: mixed precision (make_objective)
     transfer_guard: str | None = None  # e.g. "disallow": run the steps between log rows under it
     donate: bool | None = None  # donate the train state to the step; None: on GPU/TPU, not on XLA:CPU
+    eval_test_every_epoch: bool | None = None  # also the test split at each epoch's end; None: when no val
+    initial: tuple[Any, Any] | None = None  # (params, model_state) to start from (fine-tuning) instead of seed's
+    freeze_batch_norm: bool = False  # batch norm applies its running statistics in training too (fine-tuning)
+    eval_transform: Callable | None = None  # the inputs' preprocessing at evaluation (the step's is `augment`)
 
 
 class FitResult(NamedTuple):
     state: TrainState
     history: list[dict]  # one row per logged step / epoch, as written to metrics.jsonl
-    test: dict | None  # final evaluation on the test split
+    test: dict | None  # the last state's evaluation on the test split
+    best: dict | None = None  # with a validation split: the epoch of the best validation accuracy,
+    # {"step", "epoch", "val_accuracy", "val_loss", "test": the best state's test evaluation}
 
 
 class Loop(NamedTuple):
@@ -105,16 +111,21 @@ class Loop(NamedTuple):
     out: Path | None
     meta: dict  # config.meta with the run's identity: seed, batch size, epochs
     writer: bool  # this process writes the files (process 0)
+    validation: bool  # the data has a validation split: each epoch's end evaluates it and picks the best
+    test_every_epoch: bool  # each epoch's end evaluates the test split too (reporting only)
 
 
 class Progress:
     """The run's counters: the step, the rows logged so far, the metrics of the open log window (summed on
-    the device; a window may span an epoch's end), and the last step saved and evaluated."""
+    the device; a window may span an epoch's end), the last step saved and evaluated, and the best
+    validation so far (chosen on the validation split only; the test split never chooses)."""
 
-    def __init__(self, step: int, history: list[dict]):
+    def __init__(self, step: int, history: list[dict], best: dict | None = None):
         self.step, self.history, self.window = step, history, _Window()
         self.saved_step = -1  # a run that ends on an epoch boundary has already saved and evaluated
-        self.evaluated: tuple[int, dict | None] = (-1, None)  # its final state: (step, evaluation)
+        self.evaluated: dict[str, tuple[int, dict]] = {}  # split -> (step, evaluation)
+        self.best = best  # {"step", "epoch", "val_accuracy", "val_loss"} of the best validation accuracy
+        self.best_state: Any = None  # its (params, model_state) on the host, when there is no out_dir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,11 +177,11 @@ class ProgressBar(Callback):
 
     def on_evaluation(self, loop, progress, row, state):
         if self.bar is None and loop.config.progress is not False and loop.writer:
-            print(
-                f"epoch {row['epoch']:g}: test loss {row['test_loss']:.4f}, test accuracy {row['test_accuracy']:.4f}",
-                file=sys.stderr,
-                flush=True,
+            splits = [s for s in ("val", "test") if f"{s}_loss" in row]
+            scores = ", ".join(
+                f"{s} loss {row[f'{s}_loss']:.4f}, {s} accuracy {row[f'{s}_accuracy']:.4f}" for s in splits
             )
+            print(f"epoch {row['epoch']:g}: {scores}", file=sys.stderr, flush=True)
 
     def on_close(self, loop, progress):
         if self.bar is not None:
@@ -199,6 +210,11 @@ class Checkpoints(Callback):
             self.save(loop, progress, state)
 
     def on_evaluation(self, loop, progress, row, state):
+        if progress.best is not None and progress.best["step"] == progress.step:  # validation improved:
+            if loop.writer:  # best.msgpack first, so a checkpoint never names a best that is not on disk
+                meta = {**loop.meta, "step": progress.step, "best": progress.best}
+                ckpt.save(loop.out, distributed.local_copy(state), meta, name=ckpt.BEST_NAME)
+            distributed.sync(f"jaxcnn-best-{progress.step}")
         if not loop.config.checkpoint_every:
             self.save(loop, progress, state)
 
@@ -212,7 +228,8 @@ class Checkpoints(Callback):
             return
         progress.saved_step = progress.step
         if loop.writer:
-            ckpt.save(loop.out, distributed.local_copy(state), {**loop.meta, "step": progress.step})
+            meta = {**loop.meta, "step": progress.step, "best": progress.best}
+            ckpt.save(loop.out, distributed.local_copy(state), meta)
         distributed.sync(f"jaxcnn-checkpoint-{progress.step}")
 
 
@@ -272,8 +289,9 @@ def _truncate_metrics(path: Path, last_step: int, *, write: bool = True) -> list
     return rows
 
 
-def _resume(loop: Loop, state: TrainState) -> tuple[TrainState, list[dict]]:
-    """The checkpoint in ``loop.out`` (refused if it belongs to another run) and the metrics up to it."""
+def _resume(loop: Loop, state: TrainState) -> tuple[TrainState, list[dict], dict | None]:
+    """The checkpoint in ``loop.out`` (refused if it belongs to another run), the metrics up to it and the
+    best validation it had seen."""
     state, saved_meta = ckpt.load(loop.out, state)
     for k in ("model", "dataset", "seed", "batch_size"):
         if k in loop.meta and k in saved_meta and saved_meta[k] != loop.meta[k]:
@@ -282,19 +300,20 @@ def _resume(loop: Loop, state: TrainState) -> tuple[TrainState, list[dict]]:
             )
     history = _truncate_metrics(loop.out / "metrics.jsonl", int(state.step), write=loop.writer)
     distributed.sync("jaxcnn-fit-resumed")  # everyone has read the checkpoint before it changes
-    return state, history
+    return state, history, saved_meta.get("best")
 
 
-def _start(loop: Loop, state: TrainState, resume: bool) -> tuple[TrainState, list[dict]]:
-    """Create the output directory; resume from it, or start a fresh metrics log."""
+def _start(loop: Loop, state: TrainState, resume: bool) -> tuple[TrainState, list[dict], dict | None]:
+    """Create the output directory; resume from it, or start afresh (no metrics, no best state)."""
     if loop.out is None:
-        return state, []
+        return state, [], None
     loop.out.mkdir(parents=True, exist_ok=True)
     if resume:
         return _resume(loop, state)
-    if (loop.out / "metrics.jsonl").exists() and loop.writer:
-        (loop.out / "metrics.jsonl").unlink()
-    return state, []
+    if loop.writer:
+        for stale in ("metrics.jsonl", ckpt.BEST_NAME):
+            (loop.out / stale).unlink(missing_ok=True)
+    return state, [], None
 
 
 def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainState, Progress]:
@@ -309,21 +328,27 @@ def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainStat
     steps_per_epoch = len(data.x_train) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     identity = {"seed": config.seed, "batch_size": config.batch_size, "epochs": config.epochs}
+    validation = bool(getattr(data, "has_validation", False))
+    test_every_epoch = config.eval_test_every_epoch if config.eval_test_every_epoch is not None else not validation
     loop = Loop(
         config, model, data, mesh, steps_per_epoch,
         total_steps if config.max_steps is None else min(config.max_steps, total_steps),
         make_train_step(model, config.optimizer, config.loss_fn, config.augment, mesh=mesh, compute_dtype=dtype,
-                        donate=_donates(config.donate, mesh)),
-        make_eval_step(model, config.eval_loss_fn or config.loss_fn, compute_dtype=dtype),
+                        donate=_donates(config.donate, mesh), freeze_batch_norm=config.freeze_batch_norm),
+        make_eval_step(model, config.eval_loss_fn or config.loss_fn, compute_dtype=dtype,
+                       transform=config.eval_transform),
         Path(config.out_dir) if config.out_dir is not None else None,
         {**(config.meta or {}), **identity},
-        jax.process_index() == 0,
+        jax.process_index() == 0, validation, test_every_epoch,
     )  # fmt: skip
     state = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), config.optimizer, config.seed)
-    state, history = _start(loop, state, config.resume)
+    if config.initial is not None:  # fine-tuning: these parameters, a fresh optimizer state for them
+        params, model_state = config.initial
+        state = state._replace(params=params, model_state=model_state, opt_state=config.optimizer.init(params))
+    state, history, best = _start(loop, state, config.resume)
     if mesh is not None:
         state = distributed.replicate(state, mesh)
-    return loop, state, Progress(int(state.step), history)
+    return loop, state, Progress(int(state.step), history, best)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,24 +397,53 @@ def _log_row(loop: Loop, progress: Progress, window: _Window, epoch: int) -> dic
     return row
 
 
-def _evaluate(loop: Loop, progress: Progress, state: TrainState) -> dict:
-    """Test loss and accuracy (once per step), on one local device with a local copy of the state."""
-    if progress.evaluated[0] == progress.step:
-        return progress.evaluated[1]
-    params, model_state = distributed.local_copy((state.params, state.model_state))
-    result = evaluate(loop.model, params, model_state, loop.data.x_test, loop.data.y_test, eval_step=loop.eval_step)
-    progress.evaluated = (progress.step, result)
+def _evaluate(loop: Loop, progress: Progress, state: Any, split: str = "test") -> dict:
+    """Loss and accuracy on ``split`` ("val" or "test") of ``state`` (a train state, or ``(params,
+    model_state)``), once per step and split, on one local device with a local copy of the state."""
+    cached = progress.evaluated.get(split)
+    if cached is not None and cached[0] == progress.step and isinstance(state, TrainState):
+        return cached[1]
+    params, model_state = (state.params, state.model_state) if isinstance(state, TrainState) else state
+    params, model_state = distributed.local_copy((params, model_state))
+    x, y = getattr(loop.data, f"x_{split}"), getattr(loop.data, f"y_{split}")
+    result = evaluate(loop.model, params, model_state, x, y, eval_step=loop.eval_step)
+    if isinstance(state, TrainState):
+        progress.evaluated[split] = (progress.step, result)
     return result
 
 
 def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Sequence[Callback]) -> None:
-    """An epoch ended: evaluate on the test split, log the row, and tell the callbacks."""
-    result = _evaluate(loop, progress, state)
-    epoch = progress.step // loop.steps_per_epoch
-    row = {"step": progress.step, "epoch": float(epoch), "test_loss": result["loss"],
-           "test_accuracy": result["accuracy"]}  # fmt: skip
+    """An epoch ended: evaluate on the validation split (and keep the best state) and, if asked, on the
+    test split (only reported: it chooses nothing); log the row and tell the callbacks."""
+    row = {"step": progress.step, "epoch": float(progress.step // loop.steps_per_epoch)}
+    if loop.validation:
+        val = _evaluate(loop, progress, state, "val")
+        row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        if progress.best is None or val["accuracy"] > progress.best["val_accuracy"]:  # the first of equals
+            progress.best = {"step": progress.step, "epoch": row["epoch"], "val_accuracy": val["accuracy"],
+                             "val_loss": val["loss"]}  # fmt: skip
+            if loop.out is None:  # with an out_dir the best state is best.msgpack (Checkpoints)
+                progress.best_state = jax.device_get(distributed.local_copy((state.params, state.model_state)))
+    if loop.test_every_epoch:
+        test = _evaluate(loop, progress, state, "test")
+        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
     progress.history.append(row)
     _notify(callbacks, "on_evaluation", loop, progress, row, state)
+
+
+def _best_result(loop: Loop, progress: Progress, state: TrainState) -> dict | None:
+    """The best validation epoch with its state's evaluation on the test split (read from best.msgpack
+    when the run has an output directory)."""
+    if progress.best is None:
+        return None
+    if progress.best["step"] == progress.step:
+        best_state = state
+    elif loop.out is not None:
+        saved, _ = ckpt.load(loop.out, distributed.local_copy(state), name=ckpt.BEST_NAME)
+        best_state = (saved.params, saved.model_state)
+    else:
+        best_state = progress.best_state
+    return {**progress.best, "test": _evaluate(loop, progress, best_state, "test")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,6 +502,11 @@ def _train_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: S
                 _notify(callbacks, "on_step", loop, progress, state)
             if progress.step >= loop.total_steps:
                 break
+    if progress.step % loop.steps_per_epoch and progress.step < loop.total_steps:  # never loop forever
+        raise RuntimeError(
+            f"epoch {epoch}'s batches ran out at step {progress.step}, before the epoch's end at step "
+            f"{(epoch + 1) * loop.steps_per_epoch} ({loop.steps_per_epoch} steps an epoch)"
+        )
     if progress.step % loop.steps_per_epoch == 0:
         _end_epoch(loop, progress, state, callbacks)
     return state
@@ -524,7 +583,7 @@ def fit(
         while progress.step < loop.total_steps:
             state = _train_epoch(loop, progress, state, callbacks)
         _notify(callbacks, "on_end", loop, progress, state)
-        final = _evaluate(loop, progress, state)
+        final, best = _evaluate(loop, progress, state), _best_result(loop, progress, state)
     finally:
         _notify(callbacks, "on_close", loop, progress)
-    return FitResult(state, progress.history, final)
+    return FitResult(state, progress.history, final, best)

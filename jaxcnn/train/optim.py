@@ -16,11 +16,21 @@ from ..errors import ConfigError, unknown_choice
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_learning_rate", "make_optimizer"]
 
+
+def _decayed(optimizer: optax.GradientTransformation, weight_decay: float) -> optax.GradientTransformation:
+    """``weight_decay * params`` added to the gradient before ``optimizer`` (L2 regularisation, as the
+    ResNet paper's SGD has it); nothing when it is 0."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optimizer) if weight_decay else optimizer
+
+
+# name -> factory(lr, *, momentum, weight_decay); weight_decay None: the optimizer's default
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": lambda lr, *, momentum, weight_decay: optax.sgd(lr),
-    "momentum": lambda lr, *, momentum, weight_decay: optax.sgd(lr, momentum=momentum),
-    "adam": lambda lr, *, momentum, weight_decay: optax.adam(lr),
-    "adamw": lambda lr, *, momentum, weight_decay: optax.adamw(lr, weight_decay=weight_decay),
+    "sgd": lambda lr, *, momentum, weight_decay: _decayed(optax.sgd(lr), weight_decay or 0.0),
+    "momentum": lambda lr, *, momentum, weight_decay: _decayed(optax.sgd(lr, momentum=momentum), weight_decay or 0.0),
+    "adam": lambda lr, *, momentum, weight_decay: _decayed(optax.adam(lr), weight_decay or 0.0),
+    "adamw": lambda lr, *, momentum, weight_decay: optax.adamw(
+        lr, weight_decay=1e-4 if weight_decay is None else weight_decay
+    ),
 }
 
 
@@ -58,9 +68,11 @@ def make_optimizer(
     total_steps: int = 1,
     warmup_steps: int = 0,
     momentum: float = 0.9,
-    weight_decay: float = 1e-4,
+    weight_decay: float | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """An optax optimizer by name with a learning-rate schedule; returns ``(optimizer, schedule)``."""
+    """An optax optimizer by name with a learning-rate schedule; returns ``(optimizer, schedule)``.
+    ``weight_decay``: added to the gradient (sgd, momentum, adam) or decoupled (adamw); None: 1e-4 for
+    adamw, none for the others."""
     learning_rate = make_learning_rate(lr, schedule, total_steps, warmup_steps)
     if name not in OPTIMIZERS:
         raise unknown_choice("optimizer", name, OPTIMIZERS)

@@ -33,6 +33,24 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fashion-mnist": dict(model="lenet5", epochs=10, batch_size=128, optimizer="adam", lr=1e-3),
     "digits": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
     "synthetic": dict(model="lenet5", epochs=2, batch_size=32, optimizer="adam", lr=1e-3),
+    # CIFAR-10: ResNet-20 as He et al. (2016, section 4.2) train it: SGD with momentum 0.9 and weight decay
+    # 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations ("step": at 50% and 75%), 64k iterations
+    # (182 epochs of 351 steps on a 45k/5k train/validation split), 4-pixel padding, random 32x32 crops and
+    # horizontal flips. The paper reports 8.75% test error (91.25% accuracy) for ResNet-20 (Table 6).
+    "cifar10": dict(
+        model="resnet20",
+        epochs=182,
+        batch_size=128,
+        optimizer="momentum",
+        lr=0.1,
+        schedule="step",
+        weight_decay=1e-4,
+        augment="pad4-flip",
+        val_fraction=0.1,
+    ),  # fmt: skip
+    # Your own images or arrays: a small CNN that takes any image size; give --model for another.
+    "folder": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
+    "npz": dict(model="resnet20", epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
 }
 # --dtype: the compute dtype of the forward and backward passes (None: the parameters' float32)
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
@@ -50,11 +68,19 @@ class RunConfig:
     lr: float = 1e-2
     schedule: str = "constant"
     seed: int = 0
-    augment: bool = False
+    augment: bool | str = False  # an augmentation of jaxcnn.data.AUGMENTATIONS; True: "standard"
     data_dir: str | None = None
     dtype: str = "float32"
-    input_shape: tuple[int, ...] | None = None  # one example's shape, for the synthetic dataset
+    input_shape: tuple[int, ...] | None = None  # one example's shape: the synthetic set's, image folders' size
     shift: int = 0  # random circular shifts of 1-D signals by up to this many samples
+    val_fraction: float | None = None  # held out of the training set for validation; None: 0.1 if epochs > 1
+    eval_test_every_epoch: bool = False  # also evaluate the test split at each epoch's end (reported only)
+    weight_decay: float | None = None  # None: the optimizer's default (adamw 1e-4, the others 0)
+    weights: str | None = None  # fine-tuning: start from this torchvision state dict or jaxcnn checkpoint
+    freeze: str = "none"  # fine-tuning: "none", "backbone" (train the classifier only) or "bn" (fixed batch norms)
+    head_lr: float | None = None  # fine-tuning: the classifier's learning rate (default lr)
+    preprocessing: str | None = None  # "imagenet" (torchvision's transforms) or "none"; None: imagenet for
+    # torchvision weights, else none
 
     def asdict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,6 +96,7 @@ def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -
     seed, overridden by the :data:`RESUMABLE` options given."""
     given = {k: v for k, v in given.items() if v is not None}
     if saved is not None:
+        saved = {"val_fraction": 0.0, **saved}  # a run from before validation splits had none
         saved = {**saved, "input_shape": tuple(saved["input_shape"]) if saved.get("input_shape") else None}
         changed = {k: v for k, v in given.items() if k in RESUMABLE}
         return RunConfig(**{"dtype": "float32", **saved, **changed, "seed": saved["seed"]})
@@ -79,4 +106,6 @@ def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -
     config = RunConfig(**{**RECIPES[dataset], **given, "dataset": dataset})
     if config.dtype not in COMPUTE_DTYPES:
         raise unknown_choice("dtype", config.dtype, COMPUTE_DTYPES)
+    if config.val_fraction is None:  # a validation split chooses the best epoch, once there are several
+        config = dataclasses.replace(config, val_fraction=0.1 if config.epochs > 1 else 0.0)
     return config

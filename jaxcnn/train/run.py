@@ -10,6 +10,7 @@ re-evaluates a finished run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,13 +20,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 
 from .. import checkpoint, distributed, models, xla_cpu
 from .. import data as datasets
-from .._files import atomic_write_bytes
-from ..errors import ConfigError, unknown_choice
+from .._files import atomic_write, atomic_write_bytes
+from ..data import transforms
+from ..errors import ConfigError, FileFormatError, unknown_choice
 from ..layers import Layer
+from . import finetune
 from .loop import FitConfig, FitResult, fit
 from .optim import make_optimizer
 from .recipes import COMPUTE_DTYPES as COMPUTE_DTYPES
@@ -49,8 +53,11 @@ __all__ = [
     "write_summary",
     "evaluate_checkpoint",
     "load_checkpoint",
-    "best_epoch",
+    "with_validation",
+    "SPLIT_FILE",
 ]
+
+SPLIT_FILE = "split.npz"  # the validation rows held out of the training set, recorded in the run directory
 
 
 class TrainOptions(NamedTuple):
@@ -65,10 +72,17 @@ class TrainOptions(NamedTuple):
     optimizer: str | None = None
     lr: float | None = None
     schedule: str | None = None
-    augment: bool = False
+    augment: bool | str | None = None
     shift: int | None = None
     seed: int = 0
     dtype: str | None = None
+    val_fraction: float | None = None
+    eval_test_every_epoch: bool | None = None
+    weight_decay: float | None = None
+    weights: str | None = None
+    freeze: str | None = None
+    head_lr: float | None = None
+    preprocessing: str | None = None
     out: str | None = None
     resume: bool = False
     checkpoint_every: int = 0
@@ -94,7 +108,7 @@ def main(options: TrainOptions) -> int:
     config = _config(options)
     out = Path(options.out or f"runs/{config.model}-{config.dataset}")
     mesh = distributed.check_mesh(distributed.make_mesh(options.devices, arg="--devices"), config.batch_size)
-    data = load_data(config)
+    data = with_validation(load_data(config), config, out, recorded=options.resume)
     setup = set_up(config, data)  # refuses a model, dataset and augmentation that do not fit together
     writer = jax.process_index() == 0
     if writer:
@@ -144,9 +158,10 @@ def _join_processes(options: TrainOptions) -> None:
 
 def _banner(config: RunConfig, data, mesh, out: Path) -> str:
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    val = f" / {len(data.x_val)} validation" if data.has_validation else ""
     return (
         f"jaxcnn train: {config.model} on {config.dataset} {data.x_train.shape[1:]}, "
-        f"{len(data.x_train)} train / {len(data.x_test)} test, {config.epochs} epochs of "
+        f"{len(data.x_train)} train{val} / {len(data.x_test)} test, {config.epochs} epochs of "
         f"{len(data.x_train) // config.batch_size} steps, {config.optimizer} lr {config.lr} "
         f"({config.schedule}), {config.dtype} compute, batch {config.batch_size} over "
         f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}"
@@ -155,7 +170,7 @@ def _banner(config: RunConfig, data, mesh, out: Path) -> str:
 
 def _result_line(summary: dict, result: FitResult, wall: float, out: Path) -> str:
     best = (
-        f" (best {summary['best_test_accuracy']:.4f} at epoch {summary['best_epoch']:g})"
+        f" (best validation at epoch {summary['best_epoch']:g}: test accuracy {summary['best_test_accuracy']:.4f})"
         if "best_epoch" in summary
         else ""
     )
@@ -172,13 +187,41 @@ def _result_line(summary: dict, result: FitResult, wall: float, out: Path) -> st
 
 def load_data(config: RunConfig) -> datasets.Dataset:
     """The run's dataset; the synthetic set has ``config.input_shape``, by default the shape of the
-    model's example (:data:`models.MODELS`)."""
-    if config.input_shape is not None and config.dataset != "synthetic":
-        raise ConfigError(f"--input-shape applies to the synthetic dataset only, not {config.dataset!r}")
+    model's example (:data:`models.MODELS`); an image folder's images are resized to it when given. With
+    several processes, process 0 loads first (an image folder's cache is built once), then the others."""
+    if config.input_shape is not None and config.dataset not in ("synthetic", "folder"):
+        raise ConfigError(f"--input-shape applies to the synthetic dataset and image folders, not {config.dataset!r}")
     if config.dataset == "synthetic":
         *image_shape, channels = config.input_shape or models.MODELS[config.model].input_shape
         return datasets.load("synthetic", image_shape=tuple(image_shape), channels=channels, num_classes=4)
-    return datasets.load(config.dataset, data_dir=config.data_dir)
+    kwargs = {"input_shape": config.input_shape} if config.dataset == "folder" else {}
+    data = datasets.load(config.dataset, data_dir=config.data_dir, **kwargs) if jax.process_index() == 0 else None
+    distributed.sync("jaxcnn-data-loaded")
+    return data or datasets.load(config.dataset, data_dir=config.data_dir, **kwargs)
+
+
+def with_validation(data: datasets.Dataset, config: RunConfig, out: Path, *, recorded: bool) -> datasets.Dataset:
+    """``data`` with a validation split: its own (an image folder's ``val/``, an npz's ``x_val``), or
+    ``config.val_fraction`` of the training set held out (stratified, from ``config.seed``;
+    :func:`jaxcnn.data.validation_split`), its rows recorded in ``out/split.npz`` -- ``recorded``: read
+    them from there (a resumed run, an evaluation) instead of drawing them."""
+    if data.has_validation or not config.val_fraction:
+        return data
+    path = out / SPLIT_FILE
+    if recorded and path.is_file():
+        with np.load(path) as f:
+            val, n = f["val_rows"], int(f["num_train"])
+        if n != len(data.x_train):
+            raise FileFormatError(f"{path} splits {n} training examples, the dataset has {len(data.x_train)}")
+        train_rows = np.setdiff1d(np.arange(n), val, assume_unique=True)
+    else:
+        train_rows, val = datasets.validation_split(data.y_train, config.val_fraction, config.seed)
+        if jax.process_index() == 0:
+            atomic_write(path, lambda f: np.savez(f, val_rows=val, num_train=len(data.x_train)))
+    x, y = data.x_train, data.y_train
+    return data._replace(
+        x_train=datasets.take(x, train_rows), y_train=y[train_rows], x_val=datasets.take(x, val), y_val=y[val]
+    )
 
 
 def build_model(config: RunConfig, num_classes: int):
@@ -193,8 +236,15 @@ def build_model(config: RunConfig, num_classes: int):
 
 
 def _augmenter(config: RunConfig, example_rank: int):
-    """``augment``: images get a random crop (pad 2), flip and rotation (10 degrees); ``shift``: 1-D
-    signals get random circular shifts of up to ``shift`` samples."""
+    """``augment``: images get :data:`jaxcnn.data.AUGMENTATIONS` ``[augment]`` (``True``: "standard", a
+    random crop with padding 2, flips and rotations of up to 10 degrees); ``shift``: 1-D signals get
+    random circular shifts of up to ``shift`` samples; ``preprocessing``: its training transform
+    (:data:`jaxcnn.data.transforms.PREPROCESSING`, e.g. torchvision's random resized crop and flip)."""
+    preprocessing = preprocessing_of(config)
+    if preprocessing is not None:
+        if config.augment or config.shift:
+            raise ConfigError(f"--preprocessing {preprocessing.name} augments the images itself; drop --augment")
+        return preprocessing.train
     if config.augment and example_rank != 3:
         raise ConfigError("--augment needs an image dataset (N, H, W, C); this one has 1-D signals")
     if config.shift and example_rank != 2:
@@ -202,13 +252,36 @@ def _augmenter(config: RunConfig, example_rank: int):
     if config.shift:
         return lambda key, x: datasets.roll_signal(key, x, config.shift)
     if config.augment:
-        return lambda key, x: datasets.augment(key, x, crop_pad=2, flip=True, rotate_deg=10.0)
+        name = "standard" if config.augment is True else config.augment
+        if name not in datasets.AUGMENTATIONS:
+            raise unknown_choice("augmentation", name, datasets.AUGMENTATIONS)
+        return lambda key, x: datasets.augment(key, x, **datasets.AUGMENTATIONS[name])
     return None
 
 
-def _optimizer(config: RunConfig, num_train: int):
-    steps = config.epochs * (num_train // config.batch_size)
-    return make_optimizer(config.optimizer, config.lr, schedule=config.schedule, total_steps=max(steps, 1))
+def preprocessing_of(config: RunConfig):
+    """The run's input preprocessing (None: none): ``config.preprocessing``, or, when it is not given,
+    torchvision's ImageNet transforms for torchvision weights."""
+    name = config.preprocessing
+    if name is None and config.weights and finetune.is_torchvision_file(config.weights):
+        name = "imagenet"
+    if name in (None, "none"):
+        return None
+    if name not in transforms.PREPROCESSING:
+        raise unknown_choice("preprocessing", name, ["none", *transforms.PREPROCESSING])
+    return transforms.PREPROCESSING[name]
+
+
+def _optimizer(config: RunConfig, num_train: int, params: Any = None, state: Any = None):
+    """The optimizer and the body's learning-rate schedule; fine-tuning (``freeze`` or ``head_lr``, with the
+    model's ``params`` and ``state``) groups the parameters (:mod:`jaxcnn.train.finetune`)."""
+    steps = max(config.epochs * (num_train // config.batch_size), 1)
+    kwargs = dict(schedule=config.schedule, total_steps=steps, weight_decay=config.weight_decay)
+    optimizer, lr = make_optimizer(config.optimizer, config.lr, **kwargs)
+    if config.freeze == "none" and config.head_lr is None:
+        return optimizer, lr
+    head, _ = make_optimizer(config.optimizer, config.head_lr or config.lr, **kwargs)
+    return finetune.grouped_optimizer(finetune.param_groups(params, state, config.freeze), optimizer, head), lr
 
 
 class Setup(NamedTuple):
@@ -220,13 +293,43 @@ class Setup(NamedTuple):
     optimizer: optax.GradientTransformation
     learning_rate: optax.Schedule
     augment: Callable | None
+    initial: tuple[Any, Any] | None = None  # (params, state) from --weights
+    eval_transform: Callable | None = None  # the preprocessing at evaluation
+
+
+def _initial(config: RunConfig, model: Layer, example_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The model's params and state from ``seed``, then (``--weights``) from the weights file, whose
+    classifier is replaced when the classes differ (the fresh keys said on stderr)."""
+    box = {}
+
+    def init(key):
+        box["shape"], params, state = model.init(key, (1, *example_shape))
+        return params, state
+
+    params, state = jax.jit(init)(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
+    if config.weights is None:
+        return params, state
+    params, state, fresh = finetune.load_weights(config.weights, config.model, params, state)
+    if fresh and jax.process_index() == 0:
+        print(f"jaxcnn train: a new classifier for this dataset: {', '.join(fresh)}", file=sys.stderr, flush=True)
+    return params, state
 
 
 def set_up(config: RunConfig, data: datasets.Dataset) -> Setup:
-    """The model, loss, optimizer, schedule and augmentation ``config`` names, for ``data``."""
+    """The model, loss, optimizer, schedule, augmentation and (fine-tuning) initial weights ``config``
+    names, for ``data``."""
     model, loss, eval_loss = build_model(config, data.num_classes)
-    optimizer, lr = _optimizer(config, len(data.x_train))
-    return Setup(model, loss, eval_loss, optimizer, lr, _augmenter(config, data.x_train.ndim - 1))
+    if config.freeze not in finetune.FREEZE:
+        raise unknown_choice("freeze", config.freeze, finetune.FREEZE)
+    if config.weights is None and (config.freeze != "none" or config.head_lr is not None):
+        raise ConfigError("--freeze and --head-lr fine-tune: give --weights FILE")
+    initial = _initial(config, model, data.input_shape) if config.weights or config.freeze != "none" else None
+    params, state = initial if initial is not None else (None, None)
+    optimizer, lr = _optimizer(config, len(data.x_train), params, state)
+    preprocessing = preprocessing_of(config)
+    augment = _augmenter(config, data.x_train.ndim - 1)
+    eval_transform = preprocessing.eval if preprocessing is not None else None
+    return Setup(model, loss, eval_loss, optimizer, lr, augment, initial, eval_transform)
 
 
 def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **settings: Any) -> FitResult:
@@ -237,18 +340,10 @@ def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **
         config.epochs, config.batch_size, setup.optimizer, learning_rate=setup.learning_rate, seed=config.seed,
         loss_fn=setup.loss, eval_loss_fn=setup.eval_loss, augment=setup.augment, out_dir=out,
         meta={"model": config.model, "dataset": config.dataset, "config": config.asdict()},
-        compute_dtype=COMPUTE_DTYPES[config.dtype],
+        compute_dtype=COMPUTE_DTYPES[config.dtype], eval_test_every_epoch=config.eval_test_every_epoch,
+        initial=setup.initial, freeze_batch_norm=config.freeze != "none", eval_transform=setup.eval_transform,
     )  # fmt: skip
     return fit(setup.model, data, fit_config._replace(**settings))
-
-
-def best_epoch(history: list[dict]) -> dict:
-    """The epoch with the highest test accuracy: ``{"best_test_accuracy", "best_epoch"}`` (empty if none)."""
-    evaluated = [row for row in history if "test_accuracy" in row]
-    if not evaluated:
-        return {}
-    best = max(evaluated, key=lambda row: row["test_accuracy"])  # the first of equals
-    return {"best_test_accuracy": best["test_accuracy"], "best_epoch": best["epoch"]}
 
 
 def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitResult, wall: float, *, plots: bool):
@@ -256,10 +351,22 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
     from .. import plots as plotting
 
     state = distributed.local_copy(result.state)
+    best = result.best
     summary = {
-        "test_accuracy": result.test["accuracy"],
+        "test_accuracy": result.test["accuracy"],  # the last state's
         "test_loss": result.test["loss"],
-        **best_epoch(result.history),
+        **(
+            {
+                "best_epoch": best["epoch"],
+                "best_step": best["step"],
+                "best_val_accuracy": best["val_accuracy"],
+                "best_test_accuracy": best["test"]["accuracy"],
+                "best_test_loss": best["test"]["loss"],
+            }
+            if best is not None
+            else {}
+        ),  # fmt: skip
+        "validation": len(data.x_val) if data.has_validation else 0,
         "steps": int(state.step),
         "wall_time_s": round(wall, 1),
         "environment": {
@@ -268,34 +375,51 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
         },
     }
-    if plots:
-        made = plotting.plot_run(out, setup.model, state, data, result)
+    if plots:  # of the best state, when validation chose one
+        shown = state if best is None else checkpoint.load(out, state, name=checkpoint.BEST_NAME)[0]
+        shown_result = result if best is None else result._replace(test=best["test"])
+        made = plotting.plot_run(out, setup.model, shown, data, shown_result)
         summary["plots"] = [str(p) for p in made if p is not None]
     text = json.dumps({**summary, "config": config.asdict()}, indent=1) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode())
     return summary
 
 
-def load_checkpoint(directory: str | Path, data_dir: str | None = None):
+WHICH = ("best", "last")  # jaxcnn eval --which: best.msgpack (the best validation) or checkpoint.msgpack
+
+
+def load_checkpoint(directory: str | Path, data_dir: str | None = None, which: str | None = None):
     """The run a ``jaxcnn train`` left in ``directory``: ``(config, checkpoint meta, model, train state,
-    dataset)``, the model as trained (GoogLeNet with its auxiliary heads)."""
-    saved = checkpoint.read_meta(directory)["config"]
+    dataset)``, the model as trained (GoogLeNet with its auxiliary heads) and the dataset with the run's
+    validation split. ``which``: "last" (``checkpoint.msgpack``), "best" (``best.msgpack``, the best
+    validation accuracy), or None: the best when there is one, else the last."""
+    if which is not None and which not in WHICH:
+        raise unknown_choice("checkpoint", which, WHICH)
+    directory = Path(directory)
+    if which is None:
+        which = "best" if (directory / checkpoint.BEST_NAME).is_file() else "last"
+    name = checkpoint.BEST_NAME if which == "best" else checkpoint.CHECKPOINT_NAME
+    saved = checkpoint.read_meta(directory, name=name)["config"]
     config = resolve_config({}, saved if data_dir is None else {**saved, "data_dir": data_dir})
-    data = load_data(config)
+    data = with_validation(load_data(config), config, directory, recorded=True)
     model, _, _ = build_model(config, data.num_classes)
-    optimizer, _ = _optimizer(config, len(data.x_train))
+    structure = jax.eval_shape(lambda: _initial(dataclasses.replace(config, weights=None), model, data.input_shape))
+    optimizer, _ = _optimizer(config, len(data.x_train), *structure)
     target = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), optimizer, config.seed)
-    state, meta = checkpoint.load(directory, target)
+    state, meta = checkpoint.load(directory, target, name=name)
     return config, meta, model, state, data
 
 
-def evaluate_checkpoint(directory: str | Path, data_dir: str | None = None) -> tuple[RunConfig, dict, dict]:
-    """Re-evaluate the checkpoint a ``jaxcnn train`` run left in ``directory`` on its test split;
-    returns ``(config, checkpoint meta, {"loss", "accuracy", "predictions"})``."""
-    config, meta, model, state, data = load_checkpoint(directory, data_dir)
+def evaluate_checkpoint(
+    directory: str | Path, data_dir: str | None = None, which: str = "last"
+) -> tuple[RunConfig, dict, dict]:
+    """Re-evaluate a ``jaxcnn train`` run's last (``which="last"``) or best (``"best"``) state on its test
+    split; returns ``(config, checkpoint meta, {"loss", "accuracy", "predictions"})``."""
+    config, meta, model, state, data = load_checkpoint(directory, data_dir, which)
     _, _, eval_loss = build_model(config, data.num_classes)
+    preprocessing = preprocessing_of(config)
     result = evaluate(
         model, state.params, state.model_state, data.x_test, data.y_test, loss_fn=eval_loss,
-        compute_dtype=COMPUTE_DTYPES[config.dtype],
+        compute_dtype=COMPUTE_DTYPES[config.dtype], transform=preprocessing.eval if preprocessing else None,
     )  # fmt: skip
     return config, meta, result

@@ -7,6 +7,7 @@ function of the seed and the step, so a resumed run replays exactly the keys of 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,7 +18,7 @@ import optax
 
 from .. import distributed, losses
 from ..errors import ConfigError, ConfigTypeError
-from ..layers import Layer
+from ..layers import Layer, frozen_batch_norm
 
 __all__ = [
     "TrainState",
@@ -192,11 +193,14 @@ def make_train_step(
     mesh: jax.sharding.Mesh | None = None,
     compute_dtype: Any = None,
     donate: bool = False,
+    freeze_batch_norm: bool = False,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """A jitted ``step(state, x, y) -> (state, {"loss", "accuracy"})``.
 
     ``augment(key, x)``, if given, transforms the batch with the step's key before the forward pass.
-    ``compute_dtype``: the mixed-precision policy of :func:`make_objective`. ``donate=True`` donates
+    ``compute_dtype``: the mixed-precision policy of :func:`make_objective`. ``freeze_batch_norm``: every
+    batch norm applies its running statistics and leaves them unchanged
+    (:func:`jaxcnn.layers.frozen_batch_norm`), for fine-tuning. ``donate=True`` donates
     ``state`` to the step (its buffers are reused for the new state, so parameters and optimizer state
     are not held twice in device memory; the ``state`` passed in must not be used again).
 
@@ -218,7 +222,8 @@ def make_train_step(
         def loss_of(params):
             return objective(params, state.model_state, x, y, dropout_key)
 
-        (loss, (out, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        with frozen_batch_norm() if freeze_batch_norm else contextlib.nullcontext():  # applies at trace time
+            (loss, (out, model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         accuracy = jnp.mean(jnp.argmax(primary_output(out), axis=-1) == y)
@@ -234,14 +239,22 @@ def make_train_step(
     return jax.jit(step, in_shardings=(replicated, split, split), out_shardings=(replicated, replicated), **donation)
 
 
-def make_eval_step(model: Layer, loss_fn: Callable = cross_entropy_loss, *, compute_dtype: Any = None) -> Callable:
+def make_eval_step(
+    model: Layer,
+    loss_fn: Callable = cross_entropy_loss,
+    *,
+    compute_dtype: Any = None,
+    transform: Callable | None = None,
+) -> Callable:
     """A jitted ``eval_step(params, model_state, x, y) -> (sum of losses, number correct, outputs)``.
 
     ``compute_dtype``: the forward pass's dtype as in :func:`make_objective` (the loss is float32).
+    ``transform(x)``: the inputs' preprocessing at evaluation (e.g. :func:`jaxcnn.data.transforms.imagenet_eval`).
     """
     objective = make_objective(model, loss_fn, compute_dtype=compute_dtype, train=False)
 
     def eval_step(params, model_state, x, y):
+        x = x if transform is None else transform(x)
         loss, (out, _) = objective(params, model_state, x, y, None)
         out = primary_output(out)
         return loss * y.shape[0], jnp.sum(jnp.argmax(out, axis=-1) == y), out
@@ -260,6 +273,7 @@ def evaluate(
     loss_fn=cross_entropy_loss,
     eval_step: Callable | None = None,
     compute_dtype: Any = None,
+    transform: Callable | None = None,
 ) -> dict:
     """Mean loss and accuracy over ``(x, y)`` in eval mode, plus the predictions.
 
@@ -267,7 +281,7 @@ def evaluate(
     ``jaxcnn.distributed.local_copy`` of them (as :func:`fit` does) to evaluate on one local device.
     ``compute_dtype``: the forward pass's dtype (see :func:`make_objective`; ignored with ``eval_step``).
     """
-    eval_step = eval_step or make_eval_step(model, loss_fn, compute_dtype=compute_dtype)
+    eval_step = eval_step or make_eval_step(model, loss_fn, compute_dtype=compute_dtype, transform=transform)
     total_loss, correct, predictions = 0.0, 0, []
     for start in range(0, len(x), batch_size):
         xb, yb = jnp.asarray(x[start : start + batch_size]), jnp.asarray(y[start : start + batch_size])
