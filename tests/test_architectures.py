@@ -507,6 +507,44 @@ def assert_same_leaves(actual: list[Leaf], expected: list[Leaf]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Tramer & Boneh's DP CNN
+# ---------------------------------------------------------------------------------------------
+
+# Tramer & Boneh (2021), the end-to-end CNN for (Fashion-)MNIST: (kind, width, kernel, stride,
+# padding); tanh after every conv and the hidden dense layer; 26,010 parameters.
+DP_CNN_LAYERS = (
+    ("conv", 16, 8, 2, 2),
+    ("pool", 2, 1),
+    ("conv", 32, 4, 2, 0),
+    ("pool", 2, 1),
+    ("dense", 32),
+    ("dense", 10),
+)
+
+
+def dp_cnn_leaves() -> list[Leaf]:
+    net, i = _Net((28, 28, 1)), 0
+    for kind, *numbers in DP_CNN_LAYERS:
+        if kind == "conv":
+            net.conv(str(i), *numbers)
+            net.same(str(i + 1), "Tanh")
+            i += 2
+        elif kind == "pool":
+            net.pool(str(i), "MaxPool", *numbers)
+            i += 1
+        else:
+            if len(net.shape) > 1:
+                net.flatten(str(i))
+                i += 1
+            net.dense(str(i), numbers[0])
+            if numbers[0] != 10:
+                net.same(str(i + 1), "Tanh")
+                i += 1
+            i += 1
+    return net.leaves
+
+
+# ---------------------------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------------------------
 
@@ -536,6 +574,7 @@ ARCHITECTURES = {
         for d in DENSENET_TABLE1
     },
     "densenet_bc": (lambda: models.densenet_bc(), CIFAR, densenet_bc_leaves),
+    "dp_cnn": (lambda: models.dp_cnn(), (28, 28, 1), dp_cnn_leaves),
 }
 
 # Trainable parameter counts published with torchvision's weights (its model documentation): a check
@@ -559,6 +598,7 @@ PUBLISHED_PARAMS = {
     "densenet121": 7_978_856,
     "densenet169": 14_149_480,
     "densenet201": 20_013_928,
+    "dp_cnn": 26_010,  # Tramer & Boneh (2021)
 }
 
 

@@ -275,3 +275,13 @@ def test_data_pipeline_benchmark_runs(tmp_path, capsys):
     assert data_pipeline.main([*argv, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["examples_per_s"]) == {"memory", "folder"} and result["images"] == 400
+
+
+@pytest.mark.slow
+def test_privacy_benchmark_runs(tmp_path, capsys):
+    from jaxcnn.bench import privacy as privacy_bench
+
+    out = tmp_path / "privacy.json"
+    assert privacy_bench.main(["--batch", "8", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["variant"] for row in rows} >= {"materialised (vmap of grad)", "norms, ghost=auto"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -33,6 +34,21 @@ def _running_update(state: dict, mu: jax.Array, var: jax.Array, m: int, momentum
         "mean": (momentum * state["mean"] + (1 - momentum) * mu).astype(state["mean"].dtype),
         "var": (momentum * state["var"] + (1 - momentum) * var).astype(state["var"].dtype),
     }
+
+
+def _affine(epsilon: Any, scale_init: Any, offset_init: Any) -> tuple[float, Callable[[Any, int], dict]]:
+    """A normalisation's ``epsilon`` (checked positive) and its params' initialiser ``(key, C) -> {scale,
+    offset}``, both ``(C,)``."""
+    epsilon = as_real(epsilon, "epsilon")
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon must be positive, got {epsilon!r}")
+    scale_init, offset_init = _inits.get(scale_init, "scale_init"), _inits.get(offset_init, "offset_init")
+
+    def params(key, c):
+        s_key, o_key = jax.random.split(key)
+        return {"scale": _inits.call(scale_init, s_key, (c,)), "offset": _inits.call(offset_init, o_key, (c,))}
+
+    return epsilon, params
 
 
 _FROZEN: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxcnn_frozen_batch_norm", default=False)
@@ -86,18 +102,13 @@ def BatchNorm(
     momentum = as_real(momentum, "momentum")
     if not 0.0 <= momentum <= 1.0:
         raise ConfigError(f"momentum must be in [0, 1], got {momentum!r}")
-    epsilon = as_real(epsilon, "epsilon")
-    if not epsilon > 0:
-        raise ConfigError(f"epsilon must be positive, got {epsilon!r}")
-    scale_init = _inits.get(scale_init, "scale_init")
-    offset_init = _inits.get(offset_init, "offset_init")
+    epsilon, affine_params = _affine(epsilon, scale_init, offset_init)
     ops = check_ops(ops, "batch_norm")
 
     def init(key, input_shape):
         shape = input_shape_arg(input_shape, "BatchNorm", min_rank=2)
         c = shape[-1]
-        s_key, o_key = jax.random.split(key)
-        params = {"scale": _inits.call(scale_init, s_key, (c,)), "offset": _inits.call(offset_init, o_key, (c,))}
+        params = affine_params(key, c)
         state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
         return shape, params, state
 
@@ -137,11 +148,7 @@ def GroupNorm(
     no state.
     """
     groups = as_positive_int(groups, "groups")
-    epsilon = as_real(epsilon, "epsilon")
-    if not epsilon > 0:
-        raise ConfigError(f"epsilon must be positive, got {epsilon!r}")
-    scale_init = _inits.get(scale_init, "scale_init")
-    offset_init = _inits.get(offset_init, "offset_init")
+    epsilon, affine_params = _affine(epsilon, scale_init, offset_init)
     ops = check_ops(ops, "group_norm")
 
     def init(key, input_shape):
@@ -149,9 +156,7 @@ def GroupNorm(
         c = shape[-1]
         if c % groups:
             raise ConfigError(f"GroupNorm: groups must divide the input's {c} channels, got groups={groups}")
-        s_key, o_key = jax.random.split(key)
-        params = {"scale": _inits.call(scale_init, s_key, (c,)), "offset": _inits.call(offset_init, o_key, (c,))}
-        return shape, params, {}
+        return shape, affine_params(key, c), {}
 
     def apply(params, state, x, *, key=None, train=False):
         check_train(train, "GroupNorm")

@@ -9,7 +9,7 @@ from ..combinators import serial
 from ..errors import ConfigError
 from ..layers import Layer, bind
 
-__all__ = ["seed_cnn", "fashion_cnn", "mnist1d_cnn", "cnn3d"]
+__all__ = ["seed_cnn", "fashion_cnn", "dp_cnn", "mnist1d_cnn", "cnn3d"]
 
 
 def seed_cnn(num_classes: int = 10, hidden: int = 64, *, ops: Any = _ops) -> Layer:
@@ -61,6 +61,31 @@ def fashion_cnn(num_classes: int = 10, dropout: float = 0.5, *, ops: Any = _ops)
         L.Dense(1024),
         L.Relu,
         L.Dropout(dropout),
+        L.Dense(num_classes),
+    )
+
+
+def dp_cnn(num_classes: int = 10, *, ops: Any = _ops) -> Layer:
+    """Tramer & Boneh's end-to-end CNN for differentially private (Fashion-)MNIST (2021, "Differentially
+    Private Learning Needs Better Features")::
+
+        conv 16@8x8 stride 2 pad 2 -> tanh -> max-pool 2 stride 1 -> conv 32@4x4 stride 2 -> tanh
+          -> max-pool 2 stride 1 -> flatten -> dense 32 -> tanh -> dense num_classes
+
+    No normalisation layer (batch norm would couple the examples). On ``(N, 28, 28, 1)``: 28 -> 13 -> 12
+    -> 5 -> 4, 4*4*32 = 512 features; 26,010 parameters (1,040 + 8,224 + 16,416 + 330).
+    """
+    L = bind(ops)
+    return serial(
+        L.Conv(16, (8, 8), stride=2, padding=2),
+        L.Tanh,
+        L.MaxPool((2, 2), stride=1),
+        L.Conv(32, (4, 4), stride=2),
+        L.Tanh,
+        L.MaxPool((2, 2), stride=1),
+        L.Flatten,
+        L.Dense(32),
+        L.Tanh,
         L.Dense(num_classes),
     )
 
