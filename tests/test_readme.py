@@ -15,9 +15,11 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # The manual's pages that README.md and docs/index.md promise.
 PAGES = [
-    "index", "ops", "derivations", "networks", "inspection", "data", "weights", "training", "scaling", "accelerators",
-    "speed"
+    "index", "ops", "derivations", "networks", "inspection", "data", "weights", "privacy", "training", "scaling",
+    "accelerators", "speed"
 ]  # fmt: skip
+# Blocks that train or differentiate a whole model (several seconds each): in the slow tier.
+SLOW_BLOCKS = {"docs/training.md[2]", "docs/privacy.md[0]"}
 
 
 def python_blocks(path):
@@ -39,9 +41,13 @@ def test_readme_has_examples():
     for path in DOCS:
         assert path.name == "index.md" or f"]({path.name})" in index, f"docs/index.md does not link {path.name}"
     assert {name.split("[")[0] for name, _ in BLOCKS} > {"README.md"}, "no python block in docs/*.md"
+    assert SLOW_BLOCKS <= {name for name, _ in BLOCKS}, "a slow block that is not there"
 
 
-@pytest.mark.parametrize("name, block", BLOCKS, ids=[name for name, _ in BLOCKS])
+@pytest.mark.parametrize(
+    "name, block",
+    [pytest.param(n, b, id=n, marks=[pytest.mark.slow] if n in SLOW_BLOCKS else []) for n, b in BLOCKS],
+)
 def test_readme_block_runs(name, block):
     exec(compile(block, name, "exec"), {"__name__": "readme"})
 
