@@ -46,6 +46,7 @@ from . import ops as _ops
 from .errors import ConfigError, MissingDependencyError
 from .layers import Layer
 from .ops.conv import conv_spec
+from .ops.norm import group_xhat
 
 __all__ = [
     "per_example_cross_entropy",
@@ -222,16 +223,9 @@ def _call_norms(call: _Call, params_by_path: dict, x: jax.Array, dz: jax.Array, 
         u, dzr = x.reshape(n, -1, 1, x.shape[-1]), dz.reshape(n, -1, 1, dz.shape[-1])
         sq = _weight_norms(u, dzr, ghost)
         return sq + (jnp.sum(jnp.sum(dzr, 1) ** 2, (1, 2)) if "b" in call.params else 0)
-    xhat = _group_xhat(x, call.config["groups"], call.config.get("epsilon", 1e-5))  # group_norm
+    xhat = group_xhat(x, call.config["groups"], call.config.get("epsilon", 1e-5))  # group_norm
     dy = dz.reshape(n, -1, dz.shape[-1])
     return jnp.sum(jnp.sum(dy * xhat.reshape(dy.shape), 1) ** 2, -1) + jnp.sum(jnp.sum(dy, 1) ** 2, -1)
-
-
-def _group_xhat(x: jax.Array, groups: int, epsilon: float) -> jax.Array:
-    xg = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
-    axes = (*range(1, x.ndim - 1), x.ndim)
-    centered = xg - jnp.mean(xg, axis=axes, keepdims=True)
-    return (centered * lax.rsqrt(jnp.mean(centered * centered, axis=axes, keepdims=True) + epsilon)).reshape(x.shape)
 
 
 def per_example_grad_norms(

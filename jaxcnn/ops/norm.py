@@ -164,11 +164,16 @@ def _group_xhat(xg: jax.Array, axes: tuple[int, ...], epsilon: float) -> tuple[j
     return centered * inv_std, inv_std
 
 
+def group_xhat(x: jax.Array, groups: int, epsilon: float) -> jax.Array:
+    """Group norm's ``xhat`` in ``x``'s shape (at least float32): also what jaxcnn.privacy recomputes
+    from a layer's saved input for the per-example gradients of scale and offset."""
+    xg, axes = _grouped(x, groups)
+    return _group_xhat(xg, axes, epsilon)[0].reshape(x.shape)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _group_norm(x, scale, offset, groups, epsilon):
-    xg, axes = _grouped(x, groups)
-    xhat = _group_xhat(xg, axes, epsilon)[0].reshape(x.shape)
-    return (xhat * scale + offset).astype(x.dtype)
+    return (group_xhat(x, groups, epsilon) * scale + offset).astype(x.dtype)
 
 
 def _group_norm_fwd(x, scale, offset, groups, epsilon):
