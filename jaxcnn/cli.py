@@ -307,7 +307,25 @@ def _add_train(sub) -> None:
         "gradients and the loss in float32 (default float32, or the resumed run's)",
     )
     _add_scaling_out(tr)
+    _add_privacy(tr)
     tr.set_defaults(func=train_command)
+
+
+def _add_privacy(tr) -> None:
+    dp = tr.add_argument_group(
+        "differential privacy",
+        "DP-SGD (pip install 'jaxcnn[dp]'): every step a Poisson sample of the training set (each example with "
+        "probability --batch-size / N), each example's gradient clipped to --dp-clip, Gaussian noise of "
+        "--dp-noise * --dp-clip added to the sum, divided by --batch-size. The accountant's epsilon at "
+        "--dp-delta is printed at each epoch's end and written to summary.json. Models without batch norm "
+        "(e.g. --model tanh_cnn), float32.",
+    )
+    dp.add_argument("--dp-epsilon", type=POSITIVE_FLOAT, metavar="EPS",
+                    help="train privately, with the noise calibrated to spend EPS over the whole run")  # fmt: skip
+    dp.add_argument("--dp-noise", type=POSITIVE_FLOAT, metavar="SIGMA",
+                    help="train privately with this noise multiplier (instead of --dp-epsilon)")  # fmt: skip
+    dp.add_argument("--dp-clip", type=POSITIVE_FLOAT, metavar="C", help="per-example gradient norm bound (default 1)")
+    dp.add_argument("--dp-delta", type=POSITIVE_FLOAT, metavar="DELTA", help="delta of (epsilon, delta) (default 1e-5)")
 
 
 def _add_scaling_out(tr) -> None:

@@ -21,10 +21,13 @@ zero "tap" to their output: the gradient of the summed per-example losses with r
 layer's output cotangent, example by example (no layer may couple the examples: batch norm in train mode
 is refused). Every parameter must belong to one of those layers; any other is refused by name.
 
-**The clipped sum** is a second backward pass (the two-pass form): the gradient of
-``sum_i c_i loss_i`` with ``c_i = min(1, C / (||g_i|| + 1e-6))`` held constant, through the hand-derived
-VJPs, so no per-example gradient is ever formed. :func:`noisy_gradient` adds ``N(0, sigma^2 C^2)`` to the
-sum and divides by the expected batch size ``q N`` (DP-SGD as Abadi et al., 2016, publish it).
+**The clipped sum** ``sum_i c_i g_i`` with ``c_i = min(1, C / (||g_i|| + 1e-6))`` needs no ``g_i`` either:
+for each layer it is ``sum_i c_i U_i^T dZ_i``, the layer's ordinary weight gradient (the op's own
+hand-derived VJP) given the weighted cotangent ``c_i dZ_i`` -- the book-keeping form (Bu et al., 2023),
+which reuses the inputs and cotangents the norms came from, so a DP step is one forward and one backward
+pass plus the norms. The two-pass form (``method="two-pass"``) differentiates ``sum_i c_i loss_i`` in a
+second backward pass instead. :func:`noisy_gradient` adds ``N(0, sigma^2 C^2)`` to the sum and divides by
+the expected batch size ``q N`` (DP-SGD as Abadi et al., 2016, publish it).
 
 **Poisson sampling** (:func:`poisson_batch`): each example joins a step's batch independently with
 probability ``q``, in a fixed-capacity batch with a mask, so the step compiles once. **The accountant**
@@ -52,6 +55,10 @@ __all__ = [
     "per_example_cross_entropy",
     "per_example_grad_norms",
     "clipped_grad_sum",
+    "clipped_sum_and_outputs",
+    "ClippedSum",
+    "DPConfig",
+    "add_noise",
     "noisy_gradient",
     "make_dp_step",
     "poisson_capacity",
@@ -60,7 +67,7 @@ __all__ = [
     "calibrate_noise",
 ]
 
-Build = Callable[[Any], Layer]  # ops namespace -> the model built on it (e.g. lambda ops: models.dp_cnn(ops=ops))
+Build = Callable[[Any], Layer]  # ops namespace -> the model built on it (e.g. lambda ops: models.tanh_cnn(ops=ops))
 GHOST = ("auto", "always", "never")
 
 
@@ -134,30 +141,39 @@ def _paths(params: Any) -> dict[int, str]:
     return {id(leaf): path for path, leaf in _by_path(params).items()}
 
 
-def _forward(build: Build, params, state, x, key, taps) -> tuple[jax.Array, _TapOps]:
+def _forward(model: Build, params, state, x, key, taps) -> tuple[Any, _TapOps]:
     ops = _TapOps(_paths(params), taps)
-    out, _ = build(ops).apply(params, state, x, key=key, train=True)
+    out, _ = model(ops).apply(params, state, x, key=key, train=True)
     return out, ops
 
 
-def _record(build: Build, loss, params, state, x, y, key) -> tuple[list[_Call], list, list]:
-    """Every tapped call, its input and its per-example output cotangent (one forward, one backward)."""
-    probe = {}
+class _Tape(NamedTuple):
+    """One forward and backward pass: every tapped call, its input, its per-example output cotangent
+    (of the summed per-example losses), and the model's outputs."""
+
+    calls: list[_Call]
+    inputs: list
+    cotangents: list
+    outputs: Any
+
+
+def _record(model: Build, loss, params, state, x, y, key) -> _Tape:
+    probe, x = {}, jnp.asarray(x)
 
     def shapes(params, x):
-        out, ops = _forward(build, params, state, x, key, None)
+        out, ops = _forward(model, params, state, x, key, None)
         probe["calls"], probe["shapes"] = ops.calls, ops.out_shapes
         return out
 
     jax.eval_shape(shapes, params, x)
 
     def total(taps):
-        out, ops = _forward(build, params, state, x, key, taps)
-        return jnp.sum(loss(out, y)), ops.inputs
+        out, ops = _forward(model, params, state, x, key, taps)
+        return jnp.sum(loss(out, y)), (ops.inputs, out)
 
-    zeros = [jnp.zeros(s.shape, s.dtype) for s in probe["shapes"]]
-    cotangents, inputs = jax.grad(total, has_aux=True)(zeros)
-    return probe["calls"], inputs, cotangents
+    zeros = [jnp.zeros(s.shape, s.dtype) for s in probe["shapes"]]  # the taps
+    cotangents, (inputs, out) = jax.grad(total, has_aux=True)(zeros)
+    return _Tape(probe["calls"], inputs, cotangents, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,93 +244,228 @@ def _call_norms(call: _Call, params_by_path: dict, x: jax.Array, dz: jax.Array, 
     return jnp.sum(jnp.sum(dy * xhat.reshape(dy.shape), 1) ** 2, -1) + jnp.sum(jnp.sum(dy, 1) ** 2, -1)
 
 
-def per_example_grad_norms(
-    build: Build, loss: Callable, params: Any, state: Any, x: Any, y: Any, *, key: Any = None, ghost: str = "auto"
-) -> jax.Array:
-    """``||d loss_i / d params||`` for every example ``i``, shape ``(N,)``, without forming any example's
-    gradient of the whole model (see the module docstring).
+def _batch(batch: Any) -> tuple[Any, Any]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ConfigError(f"batch must be a pair (x, y), got {type(batch).__name__}")
+    return batch[0], batch[1]
 
-    ``build(ops)`` returns the model built on ``ops`` (a zoo model: ``lambda ops: models.dp_cnn(ops=ops)``;
-    a network of ``layers.bind(ops)``'s layers); ``loss(outputs, y)`` returns per-example losses ``(N,)``
-    (:func:`per_example_cross_entropy`). The model is applied with ``train=True`` and ``key``.
-    """
+
+def _check_ghost(ghost: str) -> None:
     if ghost not in GHOST:
         raise ConfigError(f"ghost must be one of {', '.join(GHOST)}, got {ghost!r}")
-    x = jnp.asarray(x)
-    calls, inputs, cotangents = _record(build, loss, params, state, x, y, key)
-    by_path = _by_path(params)
-    covered = {p for c in calls for p in c.params.values()}
-    covered |= {_bias_after(c, by_path) for c in calls if c.op == "conv"} - {None}
+
+
+def _check_covered(calls: list[_Call], by_path: dict) -> None:
+    """Every parameter is used by exactly one tapped layer (conv, dense, group norm; a conv layer's bias)."""
+    used = [p for c in calls for p in c.params.values()]
+    shared = sorted({p for p in used if used.count(p) > 1})
+    if shared:
+        raise ConfigError(f"privacy: {', '.join(shared)} is used by more than one layer (shared weights); "
+                          "per-example norms are derived for parameters each layer has alone")  # fmt: skip
+    covered = set(used) | ({_bias_after(c, by_path) for c in calls if c.op == "conv"} - {None})
     missing = sorted(set(by_path) - covered)
     if missing:
         raise ConfigError(
             f"privacy: per-example norms are derived for conv, dense and group norm parameters; "
             f"no such layer uses {', '.join(missing)}"
         )
-    sq = sum(_call_norms(c, by_path, a, dz, ghost) for c, a, dz in zip(calls, inputs, cotangents))
-    return jnp.sqrt(jnp.zeros(x.shape[0], x.dtype) + sq)
+
+
+def _tape_norms(tape: _Tape, by_path: dict, ghost: str) -> jax.Array:
+    n = tape.inputs[0].shape[0] if tape.inputs else 0
+    sq = sum(_call_norms(c, by_path, a, dz, ghost) for c, a, dz in zip(tape.calls, tape.inputs, tape.cotangents))
+    return jnp.sqrt(jnp.zeros(n, tape.cotangents[0].dtype) + sq)
+
+
+def per_example_grad_norms(
+    model: Build, loss: Callable, params: Any, state: Any, batch: Any, *, key: Any = None, ghost: str = "auto"
+) -> jax.Array:
+    """``||d loss_i / d params||`` for every example ``i`` of ``batch = (x, y)``, shape ``(N,)``, without
+    forming any example's gradient of the whole model (see the module docstring).
+
+    ``model(ops)`` returns the model built on the ops namespace ``ops`` (a zoo model:
+    ``lambda ops: models.tanh_cnn(ops=ops)``; a network of ``layers.bind(ops)``'s layers); ``loss(outputs,
+    y)`` returns per-example losses ``(N,)`` (:func:`per_example_cross_entropy`). The model is applied with
+    ``train=True`` and ``key``.
+    """
+    _check_ghost(ghost)
+    x, y = _batch(batch)
+    tape = _record(model, loss, params, state, x, y, key)
+    by_path = _by_path(params)
+    _check_covered(tape.calls, by_path)
+    return _tape_norms(tape, by_path, ghost)
 
 
 # ---------------------------------------------------------------------------------------------
 # The clipped sum and DP-SGD's noisy gradient
 # ---------------------------------------------------------------------------------------------
 
+METHODS = ("bookkeeping", "two-pass")
 
-def clipped_grad_sum(
-    build: Build, loss: Callable, params: Any, state: Any, x: Any, y: Any, *, clip: float,
-    mask: Any = None, key: Any = None, ghost: str = "auto",
-) -> tuple[Any, jax.Array]:  # fmt: skip
-    """``sum_i m_i min(1, clip / (||g_i|| + 1e-6)) g_i`` (``m`` the batch mask, default all ones) and the
-    norms ``||g_i||``: a backward pass of the per-example losses weighted by their clip factors."""
+
+def _call_weighted(call: _Call, by_path: dict, x: jax.Array, cdz: jax.Array) -> dict[str, jax.Array]:
+    """``sum_i c_i dparams_i`` of one layer: the op's own VJP with respect to its parameters, given the
+    weighted cotangent ``c_i dz_i`` (a conv layer's bias: ``sum_{i,t} c_i dz_it``)."""
+    paths = list(call.params.values())
+    _, vjp = jax.vjp(lambda *ps: getattr(_ops, call.op)(x, *ps, **call.config), *(by_path[p] for p in paths))
+    grads = dict(zip(paths, vjp(cdz)))
+    bias = _bias_after(call, by_path) if call.op == "conv" else None
+    if bias is not None:
+        grads[bias] = jnp.sum(cdz, axis=tuple(range(cdz.ndim - 1)))
+    return grads
+
+
+def _bookkeeping_sum(tape: _Tape, by_path: dict, factors: jax.Array, params: Any) -> Any:
+    """The weighted gradient from the recorded inputs and cotangents: no second pass through the model."""
+    grads = {}
+    for call, x, dz in zip(tape.calls, tape.inputs, tape.cotangents):
+        cdz = dz * factors.reshape((-1,) + (1,) * (dz.ndim - 1)).astype(dz.dtype)
+        grads.update(_call_weighted(call, by_path, x, cdz))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [grads[p] for p in by_path])
+
+
+def _clip_factors(norms: jax.Array, clip: float, mask: Any) -> jax.Array:
+    factors = jnp.minimum(1.0, clip / (norms + 1e-6))
+    return factors if mask is None else factors * jnp.asarray(mask, factors.dtype)
+
+
+def _clipped(
+    model: Build, loss, params, state, x, y, *, clip, mask, key, ghost, method
+) -> tuple[Any, jax.Array, Any]:  # fmt: skip
+    """The clipped sum, the norms and the model's outputs (one forward pass's)."""
     if not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0):
         raise ConfigError(f"clip must be a positive number, got {clip!r}")
-    norms = per_example_grad_norms(build, loss, params, state, x, y, key=key, ghost=ghost)
-    factors = jnp.minimum(1.0, clip / (norms + 1e-6))
-    if mask is not None:
-        factors = factors * jnp.asarray(mask, factors.dtype)
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    _check_ghost(ghost)
+    tape = _record(model, loss, params, state, x, y, key)
+    by_path = _by_path(params)
+    _check_covered(tape.calls, by_path)
+    norms = _tape_norms(tape, by_path, ghost)
+    factors = lax.stop_gradient(_clip_factors(norms, clip, mask))
+    if method == "bookkeeping":
+        return _bookkeeping_sum(tape, by_path, factors, params), norms, tape.outputs
 
-    def weighted(params):
-        out, _ = build(_ops).apply(params, state, x, key=key, train=True)
-        return jnp.sum(lax.stop_gradient(factors) * loss(out, y))
+    def weighted(params):  # the two-pass form: a second backward pass, of the weighted losses
+        out, _ = model(_ops).apply(params, state, x, key=key, train=True)
+        return jnp.sum(factors * loss(out, y))
 
-    return jax.grad(weighted)(params), norms
+    return jax.grad(weighted)(params), norms, tape.outputs
 
 
-def noisy_gradient(
-    build: Build, loss: Callable, params: Any, state: Any, x: Any, y: Any, *, clip: float,
-    noise_multiplier: float, expected_batch_size: float, noise_key: Any, mask: Any = None, key: Any = None,
-    ghost: str = "auto",
+class ClippedSum(NamedTuple):
+    total: Any  # sum_i m_i c_i g_i, like params
+    norms: jax.Array  # ||g_i||, (N,)
+    outputs: Any  # the model's outputs on the batch (the forward pass the norms came from)
+
+
+def clipped_sum_and_outputs(
+    model: Build, loss: Callable, params: Any, state: Any, batch: Any, *, clip: float, mask: Any = None,
+    key: Any = None, ghost: str = "auto", method: str = "bookkeeping",
+) -> ClippedSum:  # fmt: skip
+    """:func:`clipped_grad_sum` with the model's outputs too (a training step reports loss and accuracy
+    from them without another forward pass)."""
+    x, y = _batch(batch)
+    return ClippedSum(*_clipped(model, loss, params, state, x, y, clip=clip, mask=mask, key=key, ghost=ghost,
+                                method=method))  # fmt: skip
+
+
+def clipped_grad_sum(
+    model: Build, loss: Callable, params: Any, state: Any, batch: Any, *, clip: float, mask: Any = None,
+    key: Any = None, ghost: str = "auto", method: str = "bookkeeping",
 ) -> tuple[Any, jax.Array]:  # fmt: skip
-    """DP-SGD's gradient: ``(clipped sum + N(0, (noise_multiplier * clip)^2 I)) / expected_batch_size``,
-    and the per-example norms. ``expected_batch_size`` is ``q N`` under Poisson sampling (not the realised
-    size, which would leak it); any optax optimizer takes it from there."""
+    """``sum_i m_i min(1, clip / (||g_i|| + 1e-6)) g_i`` (``m`` the batch mask, default all ones) and the
+    norms ``||g_i||``, without forming any ``g_i``.
+
+    ``method="bookkeeping"`` (the default; Bu et al., 2023) forms each layer's weighted gradient from the
+    input and cotangent the norms were computed from, through the op's own VJP with the cotangent
+    ``c_i dz_i``; ``"two-pass"`` differentiates ``sum_i c_i loss_i`` in a second backward pass through the
+    whole model. Both give the same sum; benchmarks/NOTES.md has their times."""
+    total, norms, _ = clipped_sum_and_outputs(model, loss, params, state, batch, clip=clip, mask=mask, key=key,
+                                              ghost=ghost, method=method)  # fmt: skip
+    return total, norms
+
+
+def add_noise(total: Any, *, clip: float, noise_multiplier: float, expected_batch_size: float, noise_key: Any) -> Any:
+    """``(total + N(0, (noise_multiplier * clip)^2 I)) / expected_batch_size``, one key per leaf split from
+    ``noise_key``. Under a data-parallel mesh ``total`` is the all-reduced sum and ``noise_key`` the same on
+    every device: the noise is drawn once and added once."""
     if not noise_multiplier >= 0:
         raise ConfigError(f"noise_multiplier must be >= 0, got {noise_multiplier!r}")
-    total, norms = clipped_grad_sum(build, loss, params, state, x, y, clip=clip, mask=mask, key=key, ghost=ghost)
     leaves, treedef = jax.tree_util.tree_flatten(total)
     keys = jax.random.split(noise_key, len(leaves))
     std = noise_multiplier * clip
     noisy = [(g + std * jax.random.normal(k, g.shape, g.dtype)) / expected_batch_size for g, k in zip(leaves, keys)]
-    return jax.tree_util.tree_unflatten(treedef, noisy), norms
+    return jax.tree_util.tree_unflatten(treedef, noisy)
+
+
+def noisy_gradient(
+    model: Build, loss: Callable, params: Any, state: Any, batch: Any, *, clip: float, noise_multiplier: float,
+    expected_batch_size: float, noise_key: Any, mask: Any = None, key: Any = None, ghost: str = "auto",
+    method: str = "bookkeeping",
+) -> tuple[Any, jax.Array]:  # fmt: skip
+    """DP-SGD's gradient: ``(clipped sum + N(0, (noise_multiplier * clip)^2 I)) / expected_batch_size``,
+    and the per-example norms. ``expected_batch_size`` is ``q N`` under Poisson sampling (not the realised
+    size, which would leak it); any optax optimizer takes it from there."""
+    total, norms = clipped_grad_sum(model, loss, params, state, batch, clip=clip, mask=mask, key=key, ghost=ghost,
+                                    method=method)  # fmt: skip
+    noise = dict(clip=clip, noise_multiplier=noise_multiplier, expected_batch_size=expected_batch_size)
+    return add_noise(total, **noise, noise_key=noise_key), norms
 
 
 def make_dp_step(
-    build: Build, loss: Callable, optimizer: Any, *, clip: float, noise_multiplier: float,
-    expected_batch_size: float, ghost: str = "auto",
+    model: Build, loss: Callable, optimizer: Any, *, clip: float, noise_multiplier: float,
+    expected_batch_size: float, ghost: str = "auto", method: str = "bookkeeping",
 ) -> Callable:  # fmt: skip
     """A jitted DP-SGD step ``(params, state, opt_state, x, y, mask, noise_key) -> (params, opt_state,
     norms)``: :func:`noisy_gradient`, then any optax ``optimizer``. ``x``, ``y``, ``mask`` are a
-    :func:`poisson_batch` of fixed capacity, so the step compiles once."""
+    :func:`poisson_batch` of fixed capacity, so the step compiles once. (``jaxcnn.train.fit`` with
+    ``privacy=DPConfig(...)`` is the same step inside the training loop.)"""
     import optax
 
     def step(params, state, opt_state, x, y, mask, noise_key):
-        grads, norms = noisy_gradient(build, loss, params, state, x, y, clip=clip, noise_multiplier=noise_multiplier,
-                                      expected_batch_size=expected_batch_size, noise_key=noise_key, mask=mask,
-                                      ghost=ghost)  # fmt: skip
+        grads, norms = noisy_gradient(model, loss, params, state, (x, y), clip=clip,
+                                      noise_multiplier=noise_multiplier, expected_batch_size=expected_batch_size,
+                                      noise_key=noise_key, mask=mask, ghost=ghost, method=method)  # fmt: skip
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, norms
 
     return jax.jit(step)
+
+
+class DPConfig(NamedTuple):
+    """DP-SGD's settings for :func:`jaxcnn.train.fit` (``privacy=DPConfig(...)``): each step samples a
+    Poisson batch at rate ``batch_size / len(x_train)``, clips every example's gradient to ``clip``, adds
+    ``N(0, (noise_multiplier * clip)^2)`` and divides by the expected batch size; the accountant reports the
+    epsilon spent at ``delta``. :func:`calibrate_noise` finds the noise multiplier for a target epsilon."""
+
+    clip: float
+    noise_multiplier: float
+    delta: float = 1e-5
+    accountant: str = "pld"
+    ghost: str = "auto"
+    method: str = "bookkeeping"
+
+    def checked(self) -> DPConfig:
+        """Itself, once every field is valid (a ``ConfigError`` naming the field and value otherwise)."""
+        for name in ("clip", "noise_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"privacy: {name} must be a positive number, got {value!r}")
+        if isinstance(self.delta, bool) or not isinstance(self.delta, (int, float)) or not 0 < self.delta < 1:
+            raise ConfigError(f"privacy: delta must be in (0, 1), got {self.delta!r}")
+        if self.accountant not in ("pld", "rdp"):
+            raise ConfigError(f"accountant must be 'pld' or 'rdp', got {self.accountant!r}")
+        _check_ghost(self.ghost)
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        return self
+
+    def epsilon(self, sampling_rate: float, steps: int) -> float:
+        """The epsilon spent after ``steps`` steps at ``sampling_rate`` (0 before the first step)."""
+        if steps == 0:
+            return 0.0
+        return epsilon(self.noise_multiplier, sampling_rate, steps, self.delta, accountant=self.accountant)
 
 
 # ---------------------------------------------------------------------------------------------

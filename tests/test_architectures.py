@@ -522,7 +522,7 @@ DP_CNN_LAYERS = (
 )
 
 
-def dp_cnn_leaves() -> list[Leaf]:
+def tanh_cnn_leaves() -> list[Leaf]:
     net, i = _Net((28, 28, 1)), 0
     for kind, *numbers in DP_CNN_LAYERS:
         if kind == "conv":
@@ -574,7 +574,7 @@ ARCHITECTURES = {
         for d in DENSENET_TABLE1
     },
     "densenet_bc": (lambda: models.densenet_bc(), CIFAR, densenet_bc_leaves),
-    "dp_cnn": (lambda: models.dp_cnn(), (28, 28, 1), dp_cnn_leaves),
+    "tanh_cnn": (lambda: models.tanh_cnn(), (28, 28, 1), tanh_cnn_leaves),
 }
 
 # Trainable parameter counts published with torchvision's weights (its model documentation): a check
@@ -598,7 +598,7 @@ PUBLISHED_PARAMS = {
     "densenet121": 7_978_856,
     "densenet169": 14_149_480,
     "densenet201": 20_013_928,
-    "dp_cnn": 26_010,  # Tramer & Boneh (2021)
+    "tanh_cnn": 26_010,  # Tramer & Boneh (2021)
 }
 
 

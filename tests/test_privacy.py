@@ -47,7 +47,7 @@ NETS = {
     "signal-1d": (_signal, (4, 11, 2)),  # the dense layer sees a sequence: T = 4 positions
     "volume-3d": (_volume, (3, 4, 4, 3, 2)),
     "one-conv": (_one_conv, (3, 3, 1)),  # outputs (3, 1, 4): 4 "classes" at one position
-    "dp_cnn": (lambda ops: models.dp_cnn(ops=ops), (3, 28, 28, 1)),
+    "tanh_cnn": (lambda ops: models.tanh_cnn(ops=ops), (3, 28, 28, 1)),
 }
 
 
@@ -81,10 +81,10 @@ def _norms(grads, n):
 
 
 # Every net with the per-layer rule, and every layer kind (mixed-2d) forced down each branch, in the default
-# tier; the other nets forced down each branch, and dp_cnn (its rule is checked below), in the slow one.
+# tier; the other nets forced down each branch, and tanh_cnn (its rule is checked below), in the slow one.
 NORM_CASES = [
     pytest.param(
-        name, ghost, marks=[pytest.mark.slow] if name == "dp_cnn" or (ghost != "auto" and name != "mixed-2d") else []
+        name, ghost, marks=[pytest.mark.slow] if name == "tanh_cnn" or (ghost != "auto" and name != "mixed-2d") else []
     )
     for name in NETS
     for ghost in privacy.GHOST
@@ -95,34 +95,67 @@ NORM_CASES = [
 def test_norms_equal_those_of_materialised_per_example_gradients(name, ghost):
     build, model, params, state, x, y = _setup(name)
     expected = _norms(_materialised(model, params, state, x, y), x.shape[0])
-    norms = jax.jit(lambda p, x: privacy.per_example_grad_norms(build, loss, p, state, x, y, ghost=ghost))(params, x)
+    norms = jax.jit(lambda p, x: privacy.per_example_grad_norms(build, loss, p, state, (x, y), ghost=ghost))(params, x)
     np.testing.assert_allclose(norms, expected, rtol=1e-10)
 
 
 def test_the_auto_rule_picks_ghost_or_formed_per_layer(monkeypatch):
-    """Bu et al.'s rule: ghost where 2 T^2 <= D p. dp_cnn's first conv (T = 169, D = 64, p = 16) is formed;
+    """Bu et al.'s rule: ghost where 2 T^2 <= D p. tanh_cnn's first conv (T = 169, D = 64, p = 16) is formed;
     its second (T = 25, D = 256, p = 32) and its dense layers (T = 1) are ghost."""
     chosen = []
     real_ghost, real_formed = privacy._ghost, privacy._formed
     monkeypatch.setattr(privacy, "_ghost", lambda u, dz: chosen.append(("ghost", u.shape[1])) or real_ghost(u, dz))
     monkeypatch.setattr(privacy, "_formed", lambda u, dz: chosen.append(("formed", u.shape[1])) or real_formed(u, dz))
-    build, _, params, state, x, y = _setup("dp_cnn")
-    jax.eval_shape(lambda p, x: privacy.per_example_grad_norms(build, loss, p, state, x, y), params, x)  # traced
+    build, _, params, state, x, y = _setup("tanh_cnn")
+    jax.eval_shape(lambda p, x: privacy.per_example_grad_norms(build, loss, p, state, (x, y)), params, x)  # traced
     assert chosen == [("formed", 169), ("ghost", 25), ("ghost", 1), ("ghost", 1)]
 
 
-def test_the_clipped_sum_equals_clipping_materialised_gradients():
-    build, model, params, state, x, y = _setup("one-conv")
+# Both forms on the one-layer net and on every layer kind; the other nets in the slow tier.
+SUM_CASES = [
+    pytest.param(
+        name,
+        method,
+        marks=[] if (name, method) in {("one-conv", "two-pass"), ("mixed-2d", "bookkeeping")} else [pytest.mark.slow],
+    )  # fmt: skip
+    for name in ("one-conv", "mixed-2d", "signal-1d", "volume-3d")
+    for method in privacy.METHODS
+]
+
+
+@pytest.mark.parametrize("name, method", SUM_CASES)
+def test_the_clipped_sum_equals_clipping_materialised_gradients(name, method):
+    build, model, params, state, x, y = _setup(name)
     grads = _materialised(model, params, state, x, y)
     norms = _norms(grads, x.shape[0])
     clip = float(np.median(norms))  # some examples clipped, some not
-    mask = np.array([1, 0, 1])
+    mask = (np.arange(x.shape[0]) != 1).astype(int)
     factors = np.minimum(1, clip / (norms + 1e-6)) * mask
     expected = jax.tree_util.tree_map(lambda g: np.tensordot(factors, np.asarray(g), 1), grads)
-    total, got_norms = privacy.clipped_grad_sum(build, loss, params, state, x, y, clip=clip, mask=mask)
+    total, got_norms = privacy.clipped_grad_sum(build, loss, params, state, (x, y), clip=clip, mask=mask, method=method)
     np.testing.assert_allclose(got_norms, norms, rtol=1e-10)
     for a, b in zip(jax.tree_util.tree_leaves(total), jax.tree_util.tree_leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_an_unreachable_clip_gives_the_batch_gradient_and_one_example_moves_the_sum_by_at_most_c():
+    build, model, params, state, x, y = _setup("mixed-2d")
+
+    def batch_loss(p):
+        return jnp.sum(loss(model.apply(p, state, x, train=True)[0], y))
+
+    unclipped, _ = privacy.clipped_grad_sum(build, loss, params, state, (x, y), clip=1e30)
+    for a, b in zip(jax.tree_util.tree_leaves(unclipped), jax.tree_util.tree_leaves(jax.grad(batch_loss)(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    clip = 0.05  # below every norm here: each example's clipped gradient has norm C
+    full, norms = privacy.clipped_grad_sum(build, loss, params, state, (x, y), clip=clip)
+    assert np.all(np.asarray(norms) > clip)
+    for i in range(x.shape[0]):  # remove example i (its mask 0): the sum moves by exactly its clipped gradient
+        mask = np.arange(x.shape[0]) != i
+        without, _ = privacy.clipped_grad_sum(build, loss, params, state, (x, y), clip=clip, mask=mask)
+        moved = np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2) for a, b in zip(
+            jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(without))))  # fmt: skip
+        assert moved <= clip * (1 + 1e-9) and moved > clip * (1 - 1e-4)
 
 
 def _wide_dense(ops):
@@ -132,7 +165,7 @@ def _wide_dense(ops):
 def test_the_noisy_gradient_divides_by_the_expected_batch_and_adds_noise_of_sigma_c():
     _, params, state = _wide_dense(jaxcnn.ops).init(jax.random.key(0), (1, 16))
     x = jax.random.normal(jax.random.key(1), (5, 16), jnp.float32)
-    args = (_wide_dense, loss, params, state, x, jnp.arange(5))
+    args = (_wide_dense, loss, params, state, (x, jnp.arange(5)))
     clean, _ = privacy.clipped_grad_sum(*args, clip=0.5)
     quiet, _ = privacy.noisy_gradient(*args, clip=0.5, noise_multiplier=0.0, expected_batch_size=4.0,
                                       noise_key=jax.random.key(3))  # fmt: skip
@@ -157,7 +190,7 @@ def test_batch_norm_is_refused_naming_the_layer_and_group_norm():
     _, params, state = model.init(jax.random.key(0), (2, 32, 32, 3))
     with pytest.raises(errors.ConfigError, match=r"the BatchNorm at params '1' normalises .* use GroupNorm"):
         privacy.per_example_grad_norms(build, loss, params, state,
-                                       jnp.zeros((2, 32, 32, 3), jnp.float32), jnp.zeros(2, int))  # fmt: skip
+                                       (jnp.zeros((2, 32, 32, 3), jnp.float32), jnp.zeros(2, int)))  # fmt: skip
 
 
 def test_parameters_of_other_layers_are_refused_by_name():
@@ -168,11 +201,11 @@ def test_parameters_of_other_layers_are_refused_by_name():
     _, params, state = build(jaxcnn.ops).init(jax.random.key(0), (2, 3, 3, 1))
     with pytest.raises(errors.ConfigError, match=r"no such layer uses 0.bias, 0.kernel"):
         privacy.per_example_grad_norms(build, loss, params, state,
-                                       jnp.zeros((2, 3, 3, 1), jnp.float32), jnp.zeros(2, int))  # fmt: skip
+                                       (jnp.zeros((2, 3, 3, 1), jnp.float32), jnp.zeros(2, int)))  # fmt: skip
     with pytest.raises(errors.ConfigError, match="ghost must be one of auto, always, never, got 'sometimes'"):
-        privacy.per_example_grad_norms(build, None, params, state, None, None, ghost="sometimes")
+        privacy.per_example_grad_norms(build, None, params, state, (None, None), ghost="sometimes")
     with pytest.raises(errors.ConfigError, match="clip must be a positive number, got 0"):
-        privacy.clipped_grad_sum(build, None, params, state, None, None, clip=0)
+        privacy.clipped_grad_sum(build, None, params, state, (None, None), clip=0)
 
 
 def test_poisson_batches_sample_each_example_independently_at_the_rate():
@@ -223,6 +256,13 @@ def test_calibration_finds_the_noise_for_a_target_epsilon():
     assert privacy.epsilon(sigma, q, steps, 1e-5, **rdp) <= 2.0 < privacy.epsilon(sigma * 0.99, q, steps, 1e-5, **rdp)
     with pytest.raises(errors.ConfigError, match="accountant must be 'pld' or 'rdp', got 'gdp'"):
         privacy.epsilon(1.0, q, 1, 1e-5, accountant="gdp")
+
+
+def test_the_accountant_gives_opacus_known_values():
+    """Opacus' accountant tests: sigma 1.5, q 0.04, 2250 steps, delta 1e-5: RDP 7.33, PLD about 6.77."""
+    require_module("dp_accounting", "pip install 'jaxcnn[dp]'", "JAXCNN_REQUIRE_DP")
+    assert abs(privacy.epsilon(1.5, 0.04, 2250, 1e-5, accountant="rdp") - 7.33) < 0.01
+    assert abs(privacy.epsilon(1.5, 0.04, 2250, 1e-5) - 6.77) < 0.02
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ PAGES = [
     "accelerators", "speed"
 ]  # fmt: skip
 # Blocks that train or differentiate a whole model (several seconds each): in the slow tier.
-SLOW_BLOCKS = {"docs/training.md[2]", "docs/privacy.md[0]"}
+SLOW_BLOCKS = {"docs/training.md[2]", "docs/privacy.md[0]", "docs/privacy.md[2]"}
 
 
 def python_blocks(path):

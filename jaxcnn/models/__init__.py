@@ -15,7 +15,7 @@ model                        input                   parameters   source
 ``lenet5()``                 (N, 28, 28, 1)              61,706   LeCun et al., 1998
 ``seed_cnn()``               (N, 28, 28, 1)              14,970   the lecture notes
 ``fashion_cnn()``            (N, 28, 28, 1)           3,274,634   the classic two-conv CNN
-``dp_cnn()``                 (N, 28, 28, 1)              26,010   Tramer & Boneh, 2021 (DP-SGD)
+``tanh_cnn()``                 (N, 28, 28, 1)              26,010   Tramer & Boneh, 2021 (DP-SGD)
 ``resnet20("A")``            (N, 32, 32, 3)             269,722   He et al., 2016 (CIFAR)
 ``resnet20("conv")``         (N, 32, 32, 3)             272,474
 ``vgg_small()``              (N, 28, 28, 1)             288,170   VGG-style
@@ -75,10 +75,10 @@ from .resnet import resnet101 as resnet101
 from .resnet import resnet152 as resnet152
 from .resnet import zero_pad_shortcut as zero_pad_shortcut
 from .small import cnn3d as cnn3d
-from .small import dp_cnn as dp_cnn
 from .small import fashion_cnn as fashion_cnn
 from .small import mnist1d_cnn as mnist1d_cnn
 from .small import seed_cnn as seed_cnn
+from .small import tanh_cnn as tanh_cnn
 from .torchvision import TORCHVISION_MODELS as TORCHVISION_MODELS
 from .torchvision import NewHeadWarning as NewHeadWarning
 from .torchvision import WeightsError as WeightsError
@@ -102,7 +102,7 @@ __all__ = [
     "lenet5",
     "seed_cnn",
     "fashion_cnn",
-    "dp_cnn",
+    "tanh_cnn",
     "mnist1d_cnn",
     "cnn3d",
     "resnet",
@@ -167,7 +167,7 @@ MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec(lenet5, "logits", (28, 28, 1)),
     "seed_cnn": ModelSpec(seed_cnn, "probabilities", (28, 28, 1)),
     "fashion_cnn": ModelSpec(fashion_cnn, "logits", (28, 28, 1)),
-    "dp_cnn": ModelSpec(dp_cnn, "logits", (28, 28, 1)),
+    "tanh_cnn": ModelSpec(tanh_cnn, "logits", (28, 28, 1)),
     "resnet20": ModelSpec(resnet20, "logits", (32, 32, 3)),
     "vgg_small": ModelSpec(vgg_small, "logits", (28, 28, 1)),
     "mobilenet_small": ModelSpec(mobilenet_small, "logits", (28, 28, 1)),

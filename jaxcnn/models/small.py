@@ -9,7 +9,7 @@ from ..combinators import serial
 from ..errors import ConfigError
 from ..layers import Layer, bind
 
-__all__ = ["seed_cnn", "fashion_cnn", "dp_cnn", "mnist1d_cnn", "cnn3d"]
+__all__ = ["seed_cnn", "fashion_cnn", "tanh_cnn", "mnist1d_cnn", "cnn3d"]
 
 
 def seed_cnn(num_classes: int = 10, hidden: int = 64, *, ops: Any = _ops) -> Layer:
@@ -65,7 +65,7 @@ def fashion_cnn(num_classes: int = 10, dropout: float = 0.5, *, ops: Any = _ops)
     )
 
 
-def dp_cnn(num_classes: int = 10, *, ops: Any = _ops) -> Layer:
+def tanh_cnn(num_classes: int = 10, *, ops: Any = _ops) -> Layer:
     """Tramer & Boneh's end-to-end CNN for differentially private (Fashion-)MNIST (2021, "Differentially
     Private Learning Needs Better Features")::
 

@@ -37,11 +37,12 @@ import numpy as np
 import optax
 
 from .. import checkpoint as ckpt
-from .. import distributed
+from .. import distributed, privacy
 from .._files import append_text, atomic_write_bytes
 from ..data.batching import batches, epoch_permutation
 from ..errors import ConfigError
 from ..layers import Layer
+from .dp import PoissonSampler, make_dp_train_step
 from .step import (
     TrainState,
     as_compute_dtype,
@@ -87,6 +88,7 @@ class FitConfig(NamedTuple):
     initial: tuple[Any, Any] | None = None  # (params, model_state) to start from (fine-tuning) instead of seed's
     freeze_batch_norm: bool = False  # batch norm applies its running statistics in training too (fine-tuning)
     eval_transform: Callable | None = None  # the inputs' preprocessing at evaluation (the step's is `augment`)
+    privacy: Any = None  # a jaxcnn.privacy.DPConfig: DP-SGD (Poisson batches, clipped and noised; train.dp)
 
 
 class FitResult(NamedTuple):
@@ -95,6 +97,7 @@ class FitResult(NamedTuple):
     test: dict | None  # the last state's evaluation on the test split
     best: dict | None = None  # with a validation split: the epoch of the best validation accuracy,
     # {"step", "epoch", "val_accuracy", "val_loss", "test": the best state's test evaluation}
+    epsilon: float | None = None  # DP-SGD (config.privacy): the epsilon the run spent, at config.privacy.delta
 
 
 class Loop(NamedTuple):
@@ -113,6 +116,7 @@ class Loop(NamedTuple):
     writer: bool  # this process writes the files (process 0)
     validation: bool  # the data has a validation split: each epoch's end evaluates it and picks the best
     test_every_epoch: bool  # each epoch's end evaluates the test split too (reporting only)
+    sampler: PoissonSampler | None = None  # DP-SGD: step t's Poisson batch (config.privacy)
 
 
 class Progress:
@@ -158,6 +162,7 @@ class ProgressBar(Callback):
 
     def __init__(self):
         self.bar = None
+        self.spent = ""  # DP-SGD: the epsilon at the last epoch's end, shown beside the metrics
 
     def on_start(self, loop, progress, state):
         enabled = loop.config.progress
@@ -173,7 +178,7 @@ class ProgressBar(Callback):
     def on_log(self, loop, progress, row):
         if self.bar is not None:
             info = f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} {row['examples_per_s'] or 0:,.0f} ex/s"
-            self.bar.update(self.task, completed=progress.step, info=info)
+            self.bar.update(self.task, completed=progress.step, info=info + self.spent)
 
     def on_evaluation(self, loop, progress, row, state):
         if self.bar is None and loop.config.progress is not False and loop.writer:
@@ -181,7 +186,10 @@ class ProgressBar(Callback):
             scores = ", ".join(
                 f"{s} loss {row[f'{s}_loss']:.4f}, {s} accuracy {row[f'{s}_accuracy']:.4f}" for s in splits
             )
-            print(f"epoch {row['epoch']:g}: {scores}", file=sys.stderr, flush=True)
+            spent = f", epsilon {row['epsilon']:.3f}" if "epsilon" in row else ""
+            print(f"epoch {row['epoch']:g}: {scores}{spent}", file=sys.stderr, flush=True)
+        if "epsilon" in row:
+            self.spent = f" epsilon {row['epsilon']:.3f}"
 
     def on_close(self, loop, progress):
         if self.bar is not None:
@@ -316,9 +324,42 @@ def _start(loop: Loop, state: TrainState, resume: bool) -> tuple[TrainState, lis
     return state, [], None
 
 
-def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainState, Progress]:
+def _as_layer(model: Layer | Callable) -> tuple[Layer, Callable | None]:
+    """``model`` as a :class:`Layer`, and the function of ops that builds it (None when given a Layer)."""
+    if isinstance(model, Layer):
+        return model, None
+    if not callable(model):
+        raise ConfigError(f"model must be a jaxcnn Layer or a function of ops returning one, got {model!r}")
+    from .. import ops
+
+    layer = model(ops)
+    if not isinstance(layer, Layer):
+        raise ConfigError(f"model(jaxcnn.ops) must return a jaxcnn Layer, got {type(layer).__name__}")
+    return layer, model
+
+
+def _private_step(build: Callable | None, config: FitConfig, num_train: int, mesh, dtype, donate: bool):
+    """DP-SGD's step and Poisson sampler (``config.privacy``), or a refusal naming what does not fit."""
+    dp = config.privacy
+    if not isinstance(dp, privacy.DPConfig):
+        raise ConfigError(f"privacy must be a jaxcnn.privacy.DPConfig, got {dp!r}")
+    dp = dp.checked()
+    if build is None:
+        raise ConfigError("privacy needs the model as a function of its ops (lambda ops: models.tanh_cnn(ops=ops)), "
+                          "so that each layer's input and cotangent can be recorded; got a Layer")  # fmt: skip
+    if dtype is not None or config.freeze_batch_norm:
+        raise ConfigError(f"privacy trains in float32 without frozen batch norms; got compute_dtype={dtype}, "
+                          f"freeze_batch_norm={config.freeze_batch_norm}")  # fmt: skip
+    sampler = PoissonSampler(config.seed, num_train, config.batch_size / num_train, mesh.size if mesh else 1)
+    step = make_dp_train_step(build, config.optimizer, config.loss_fn, dp, expected_batch_size=config.batch_size,
+                              augment=config.augment, mesh=mesh, donate=donate)  # fmt: skip
+    return step, sampler
+
+
+def _set_up(model: Layer | Callable, data: Any, config: FitConfig) -> tuple[Loop, TrainState, Progress]:
     """The run's :class:`Loop` (mesh, jitted steps), its initial (or resumed) state and its progress."""
     _check_sizes(config, len(data.x_train))
+    model, build = _as_layer(model)
     mesh = config.mesh
     if mesh is None and (config.devices is not None or jax.process_count() > 1):
         mesh = distributed.make_mesh(config.devices)
@@ -330,16 +371,22 @@ def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainStat
     identity = {"seed": config.seed, "batch_size": config.batch_size, "epochs": config.epochs}
     validation = bool(getattr(data, "has_validation", False))
     test_every_epoch = config.eval_test_every_epoch if config.eval_test_every_epoch is not None else not validation
+    donate = _donates(config.donate, mesh)
+    if config.privacy is not None:
+        step_fn, sampler = _private_step(build, config, len(data.x_train), mesh, dtype, donate)
+    else:
+        step_fn, sampler = make_train_step(model, config.optimizer, config.loss_fn, config.augment, mesh=mesh,
+                                           compute_dtype=dtype, donate=donate,
+                                           freeze_batch_norm=config.freeze_batch_norm), None  # fmt: skip
     loop = Loop(
         config, model, data, mesh, steps_per_epoch,
         total_steps if config.max_steps is None else min(config.max_steps, total_steps),
-        make_train_step(model, config.optimizer, config.loss_fn, config.augment, mesh=mesh, compute_dtype=dtype,
-                        donate=_donates(config.donate, mesh), freeze_batch_norm=config.freeze_batch_norm),
+        step_fn,
         make_eval_step(model, config.eval_loss_fn or config.loss_fn, compute_dtype=dtype,
                        transform=config.eval_transform),
         Path(config.out_dir) if config.out_dir is not None else None,
         {**(config.meta or {}), **identity},
-        jax.process_index() == 0, validation, test_every_epoch,
+        jax.process_index() == 0, validation, test_every_epoch, sampler,
     )  # fmt: skip
     state = init_train_state(model, (config.batch_size, *data.x_train.shape[1:]), config.optimizer, config.seed)
     if config.initial is not None:  # fine-tuning: these parameters, a fresh optimizer state for them
@@ -349,6 +396,13 @@ def _set_up(model: Layer, data: Any, config: FitConfig) -> tuple[Loop, TrainStat
     if mesh is not None:
         state = distributed.replicate(state, mesh)
     return loop, state, Progress(int(state.step), history, best)
+
+
+def epsilon_spent(loop: Loop, step: int) -> float | None:
+    """DP-SGD: the epsilon ``step`` steps have spent (None without ``config.privacy``)."""
+    if loop.sampler is None:
+        return None
+    return loop.config.privacy.epsilon(loop.sampler.rate, step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +481,8 @@ def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Seq
     if loop.test_every_epoch:
         test = _evaluate(loop, progress, state, "test")
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+    if loop.sampler is not None:
+        row["epsilon"] = epsilon_spent(loop, progress.step)
     progress.history.append(row)
     _notify(callbacks, "on_evaluation", loop, progress, row, state)
 
@@ -459,6 +515,9 @@ def _epoch_batches(loop: Loop, epoch: int, start_step: int):
     :func:`jaxcnn.distributed.shard_batch` assembles the global arrays split over the mesh.
     """
     x, y, size = loop.data.x_train, loop.data.y_train, loop.config.batch_size
+    if loop.sampler is not None:
+        yield from _poisson_batches(loop, epoch, start_step)
+        return
     if loop.mesh is None:
         for xb, yb in batches(x, y, size, seed=loop.config.seed, epoch=epoch, start_step=start_step):
             yield jax.device_put((np.asarray(xb), np.asarray(yb)))  # explicit and asynchronous
@@ -468,6 +527,17 @@ def _epoch_batches(loop: Loop, epoch: int, start_step: int):
     for step in range(start_step, len(x) // size):
         idx = order[step * size : (step + 1) * size][rows]
         yield distributed.shard_batch((np.asarray(x[idx]), np.asarray(y[idx])), loop.mesh)
+
+
+def _poisson_batches(loop: Loop, epoch: int, start_step: int):
+    """DP-SGD's batches ``(x, y, mask)`` of ``epoch`` from ``start_step``: step ``t``'s Poisson sample
+    (:class:`~jaxcnn.train.dp.PoissonSampler`), each process gathering its block of the rows."""
+    x, y = loop.data.x_train, loop.data.y_train
+    rows = slice(None) if loop.mesh is None else distributed.process_batch_slice(loop.sampler.capacity, loop.mesh)
+    for step in range(start_step, loop.steps_per_epoch):
+        indices, mask = loop.sampler(epoch * loop.steps_per_epoch + step)
+        batch = (np.asarray(x[indices[rows]]), np.asarray(y[indices[rows]]), mask[rows])
+        yield jax.device_put(batch) if loop.mesh is None else distributed.shard_batch(batch, loop.mesh)
 
 
 def _prefetched(batches: Iterator) -> Iterator:
@@ -488,8 +558,8 @@ def _train_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: S
     epoch, start_step = divmod(progress.step, loop.steps_per_epoch)
     window, in_flight, every = progress.window, None, loop.config.log_every
     with _guarded(loop.config.transfer_guard):
-        for xb, yb in _prefetched(_epoch_batches(loop, epoch, start_step)):
-            state, metrics = loop.step_fn(state, xb, yb)
+        for batch in _prefetched(_epoch_batches(loop, epoch, start_step)):
+            state, metrics = loop.step_fn(state, *batch)
             if in_flight is not None:  # at most two steps queued: the device stays busy, the host does not
                 jax.block_until_ready(in_flight)  # run ahead (waiting is not a transfer: nothing is read)
             in_flight = metrics
@@ -535,9 +605,20 @@ def _config(config: FitConfig | None, settings: dict) -> FitConfig:
 
 
 def fit(
-    model: Layer, data: Any, config: FitConfig | None = None, *, callbacks: Sequence[Callback] = (), **settings: Any
+    model: Layer | Callable,
+    data: Any,
+    config: FitConfig | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    **settings: Any,
 ) -> FitResult:
     """Train ``model`` on ``data`` (``x_train, y_train, x_test, y_test`` attributes) as ``config`` says.
+
+    ``model`` is a :class:`~jaxcnn.layers.Layer`, or a function of an ops namespace returning one
+    (``lambda ops: models.tanh_cnn(ops=ops)``), which DP-SGD needs: ``privacy=DPConfig(clip,
+    noise_multiplier, delta)`` (:class:`jaxcnn.privacy.DPConfig`) trains on Poisson batches with clipped,
+    noised gradients (:mod:`jaxcnn.train.dp`), adds the epsilon spent to each epoch's row and returns it
+    in ``FitResult.epsilon``; ``batch_size`` is then the expected batch size.
 
     ``config`` is a :class:`FitConfig`; its fields may also be given as keywords (``settings``), alone or
     replacing some of ``config``'s. ``callbacks`` (:class:`Callback`) run after the built-in ones.
@@ -586,4 +667,4 @@ def fit(
         final, best = _evaluate(loop, progress, state), _best_result(loop, progress, state)
     finally:
         _notify(callbacks, "on_close", loop, progress)
-    return FitResult(state, progress.history, final, best)
+    return FitResult(state, progress.history, final, best, epsilon_spent(loop, progress.step))

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ..errors import unknown_choice
+from ..errors import ConfigError, unknown_choice
 
 __all__ = ["RECIPES", "COMPUTE_DTYPES", "RunConfig", "resolve_config"]
 
@@ -82,6 +82,14 @@ class RunConfig:
     head_lr: float | None = None  # fine-tuning: the classifier's learning rate (default lr)
     preprocessing: str | None = None  # "imagenet" (torchvision's transforms) or "none"; None: imagenet for
     # torchvision weights, else none
+    dp_epsilon: float | None = None  # DP-SGD: the target epsilon the noise was calibrated for
+    dp_noise: float | None = None  # DP-SGD: the noise multiplier (given, or calibrated from dp_epsilon)
+    dp_clip: float | None = None  # DP-SGD: the per-example gradient norm bound (default 1 when private)
+    dp_delta: float | None = None  # DP-SGD: delta (default 1e-5 when private)
+
+    @property
+    def private(self) -> bool:
+        return self.dp_epsilon is not None or self.dp_noise is not None
 
     def asdict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,4 +117,21 @@ def resolve_config(given: dict[str, Any], saved: dict[str, Any] | None = None) -
         raise unknown_choice("dtype", config.dtype, COMPUTE_DTYPES)
     if config.val_fraction is None:  # a validation split chooses the best epoch, once there are several
         config = dataclasses.replace(config, val_fraction=0.1 if config.epochs > 1 else 0.0)
-    return config
+    return _private(config)
+
+
+def _private(config: RunConfig) -> RunConfig:
+    """The DP-SGD options checked together, with their defaults (clip 1, delta 1e-5) when private."""
+    if config.dp_epsilon is not None and config.dp_noise is not None:
+        raise ConfigError(f"give --dp-epsilon or --dp-noise, not both; got {config.dp_epsilon} and {config.dp_noise}")
+    if not config.private:
+        extra = [f"--{k.replace('_', '-')} {getattr(config, k)}" for k in ("dp_clip", "dp_delta")
+                 if getattr(config, k) is not None]  # fmt: skip
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} applies to private training: add --dp-epsilon or --dp-noise")
+        return config
+    if config.dtype != "float32":
+        raise ConfigError(f"private training computes in float32, got --dtype {config.dtype}")
+    if config.dp_delta is not None and not 0 < config.dp_delta < 1:
+        raise ConfigError(f"--dp-delta must be in (0, 1), got {config.dp_delta}")
+    return dataclasses.replace(config, dp_clip=config.dp_clip or 1.0, dp_delta=config.dp_delta or 1e-5)

@@ -54,6 +54,8 @@ __all__ = [
     "evaluate_checkpoint",
     "load_checkpoint",
     "with_validation",
+    "calibrated",
+    "privacy_of",
     "SPLIT_FILE",
 ]
 
@@ -93,6 +95,10 @@ class TrainOptions(NamedTuple):
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    dp_epsilon: float | None = None
+    dp_noise: float | None = None
+    dp_clip: float | None = None
+    dp_delta: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +115,7 @@ def main(options: TrainOptions) -> int:
     out = Path(options.out or f"runs/{config.model}-{config.dataset}")
     mesh = distributed.check_mesh(distributed.make_mesh(options.devices, arg="--devices"), config.batch_size)
     data = with_validation(load_data(config), config, out, recorded=options.resume)
+    config = calibrated(config, len(data.x_train))
     setup = set_up(config, data)  # refuses a model, dataset and augmentation that do not fit together
     writer = jax.process_index() == 0
     if writer:
@@ -132,6 +139,32 @@ def _config(options: TrainOptions) -> RunConfig:
     if options.out is None:
         raise ConfigError("--resume continues the run in --out DIR: give --out")
     return resolve_config(given, checkpoint.read_meta(options.out)["config"])  # a damaged one: refused
+
+
+def calibrated(config: RunConfig, num_train: int) -> RunConfig:
+    """``config`` with ``dp_noise`` for a private run given ``dp_epsilon``: the smallest noise multiplier
+    that spends at most ``dp_epsilon`` over the run's steps at ``dp_delta``
+    (:func:`jaxcnn.privacy.calibrate_noise`; a resumed run keeps its saved one)."""
+    if config.dp_epsilon is None or config.dp_noise is not None:
+        return config
+    from .. import privacy
+
+    rate, steps = config.batch_size / num_train, config.epochs * (num_train // config.batch_size)
+    sigma = privacy.calibrate_noise(config.dp_epsilon, rate, steps, config.dp_delta)
+    if jax.process_index() == 0:
+        print(f"jaxcnn train: noise multiplier {sigma:.4f} spends epsilon {config.dp_epsilon} at delta "
+              f"{config.dp_delta} over {steps} steps at sampling rate {rate:.5f}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return dataclasses.replace(config, dp_noise=sigma)
+
+
+def privacy_of(config: RunConfig):
+    """The run's :class:`jaxcnn.privacy.DPConfig`, or None for an ordinary run."""
+    if not config.private:
+        return None
+    from .. import privacy
+
+    return privacy.DPConfig(clip=config.dp_clip, noise_multiplier=config.dp_noise, delta=config.dp_delta)
 
 
 def _join_processes(options: TrainOptions) -> None:
@@ -165,7 +198,9 @@ def _banner(config: RunConfig, data, mesh, out: Path) -> str:
         f"{len(data.x_train) // config.batch_size} steps, {config.optimizer} lr {config.lr} "
         f"({config.schedule}), {config.dtype} compute, batch {config.batch_size} over "
         f"{mesh.size} {mesh.devices.flat[0].platform} device(s){processes}, out {out}"
-    )
+        + (f"; DP-SGD: Poisson batches, clip {config.dp_clip}, noise multiplier {config.dp_noise:.4f}, delta "
+           f"{config.dp_delta}" if config.private else "")
+    )  # fmt: skip
 
 
 def _result_line(summary: dict, result: FitResult, wall: float, out: Path) -> str:
@@ -174,8 +209,9 @@ def _result_line(summary: dict, result: FitResult, wall: float, out: Path) -> st
         if "best_epoch" in summary
         else ""
     )
+    spent = f", epsilon {result.epsilon:.3f} at delta {summary['delta']}" if result.epsilon is not None else ""
     return (
-        f"test accuracy {result.test['accuracy']:.4f}{best}, test loss {result.test['loss']:.4f} after "
+        f"test accuracy {result.test['accuracy']:.4f}{best}{spent}, test loss {result.test['loss']:.4f} after "
         f"{int(result.state.step)} steps in {wall:.1f} s; checkpoint, metrics and plots in {out}"
     )
 
@@ -336,14 +372,22 @@ def train(config: RunConfig, setup: Setup, data: datasets.Dataset, out: Path, **
     """:func:`fit` ``setup`` on ``data``, checkpointing to ``out``; ``settings``: more
     :class:`~jaxcnn.train.loop.FitConfig` fields (``resume``, ``checkpoint_every``, ``log_every``,
     ``max_steps``, ``mesh``, ``progress``)."""
+    private = privacy_of(config)
     fit_config = FitConfig(
         config.epochs, config.batch_size, setup.optimizer, learning_rate=setup.learning_rate, seed=config.seed,
         loss_fn=setup.loss, eval_loss_fn=setup.eval_loss, augment=setup.augment, out_dir=out,
         meta={"model": config.model, "dataset": config.dataset, "config": config.asdict()},
         compute_dtype=COMPUTE_DTYPES[config.dtype], eval_test_every_epoch=config.eval_test_every_epoch,
         initial=setup.initial, freeze_batch_norm=config.freeze != "none", eval_transform=setup.eval_transform,
+        privacy=private,
     )  # fmt: skip
-    return fit(setup.model, data, fit_config._replace(**settings))
+    model = setup.model if private is None else _builder(config, data.num_classes)
+    return fit(model, data, fit_config._replace(**settings))
+
+
+def _builder(config: RunConfig, num_classes: int) -> Callable:
+    """The run's model as a function of its ops (what DP-SGD's per-example norms need)."""
+    return lambda ops: models.build(config.model, num_classes, for_training=True, ops=ops)
 
 
 def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitResult, wall: float, *, plots: bool):
@@ -364,6 +408,17 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
                 "best_test_loss": best["test"]["loss"],
             }
             if best is not None
+            else {}
+        ),  # fmt: skip
+        **(
+            {
+                "epsilon": result.epsilon,
+                "delta": config.dp_delta,
+                "noise_multiplier": config.dp_noise,
+                "clip": config.dp_clip,
+                "accountant": "pld",
+            }
+            if result.epsilon is not None
             else {}
         ),  # fmt: skip
         "validation": len(data.x_val) if data.has_validation else 0,
