@@ -42,54 +42,96 @@ def main(argv=None) -> int:
     parser.add_argument("--sigma", type=float, default=2.15, help="noise multiplier")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed, one after another")
+    parser.add_argument("--target-epsilon", type=float, help="calibrate sigma to spend exactly this (PLD)")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also keep these exponential moving averages of the parameters (a post-processing: "
+        "no privacy cost); the validation split chooses among them and the raw parameters",
+    )
+    parser.add_argument(
+        "--val",
+        type=float,
+        default=0.0,
+        help="fraction of the training set held out for validation (stratified, from the seed)",
+    )
+    parser.add_argument("--name", default="dpsgd_fashion", help="results file experiments/results/NAME.json")
     args = parser.parse_args(argv)
+    if args.ema and not args.val:
+        parser.error("--ema needs --val: the validation split chooses among the averages")
     fashion = data.load("fashion-mnist")
     runs = [run(args, seed, fashion) for seed in args.seeds]
     accuracies = [r["test_accuracy"] for r in runs]
     summary = {"seeds": args.seeds, "test_accuracy_mean": float(np.mean(accuracies)), "runs": runs}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dpsgd_fashion.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     return 0
 
 
+def _split(fashion, fraction: float, seed: int):
+    """The training arrays, and the held-out validation arrays (None without ``--val``)."""
+    if not fraction:
+        return (fashion.x_train, fashion.y_train), None
+    train_rows, val_rows = data.validation_split(fashion.y_train, fraction, seed)
+    return (fashion.x_train[train_rows], fashion.y_train[train_rows]), (fashion.x_train[val_rows],
+                                                                        fashion.y_train[val_rows])  # fmt: skip
+
+
 def run(args, seed: int, fashion) -> dict:
-    """One seed: train on all 60,000 images, then read the test set once."""
-    x_train, y_train = jnp.asarray(fashion.x_train), jnp.asarray(fashion.y_train)
-    n = len(fashion.y_train)
+    """One seed: train (on all 60,000 images, or all but ``--val``), choose among the raw parameters and their
+    averages on the validation split, then read the test set once, for the chosen parameters."""
+    (x_np, y_np), val = _split(fashion, args.val, seed)
+    x_train, y_train = jnp.asarray(x_np), jnp.asarray(y_np)
+    n = len(y_np)
     q = args.batch / n
     steps = round(args.epochs * n / args.batch)
+    sigma = args.sigma if args.target_epsilon is None else privacy.calibrate_noise(args.target_epsilon, q, steps,
+                                                                                  args.delta)  # fmt: skip
     capacity = privacy.poisson_capacity(n, q)
     model = build(__import__("jaxcnn").ops)
     _, params, state = model.init(jax.random.key(seed), (1, 28, 28, 1))
     optimizer = optax.sgd(args.lr, momentum=0.9)
     opt_state = optimizer.init(params)
     step = privacy.make_dp_step(build, privacy.per_example_cross_entropy, optimizer, clip=args.clip,
-                                noise_multiplier=args.sigma, expected_batch_size=q * n)  # fmt: skip
+                                noise_multiplier=sigma, expected_batch_size=q * n)  # fmt: skip
+    average = jax.jit(lambda avgs, p: [optax.incremental_update(p, avg, 1 - d) for d, avg in zip(args.ema, avgs)])
+    averages = [params] * len(args.ema)
     sample = jax.jit(lambda key: privacy.poisson_batch(key, n, q, capacity))
     print(f"tanh_cnn, seed {seed}, {steps} steps at q = {q:.5f} (expected batch {args.batch}, capacity {capacity}), "
-          f"C = {args.clip}, sigma = {args.sigma}, SGD lr {args.lr} momentum 0.9", flush=True)  # fmt: skip
+          f"C = {args.clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9", flush=True)  # fmt: skip
     key = jax.random.key(seed + 1)
     start, sizes = time.perf_counter(), []
     for t in range(steps):
         sample_key, noise_key = jax.random.split(jax.random.fold_in(key, t))
         indices, mask, size = sample(sample_key)
         params, opt_state, norms = step(params, state, opt_state, x_train[indices], y_train[indices], mask, noise_key)
+        averages = average(averages, params) if args.ema else averages
         sizes.append(size)
         if (t + 1) % max(steps // 10, 1) == 0:
             print(f"step {t + 1}/{steps}: median norm {float(jnp.median(norms)):.3f}, mean batch "
                   f"{np.mean(sizes[-10:]):.0f}, {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     train_s = time.perf_counter() - start
     sizes = np.asarray(sizes)
-    logits = jax.jit(lambda p, x: model.apply(p, state, x)[0])(params, jnp.asarray(fashion.x_test))
-    accuracy = float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(fashion.y_test)))
+    predict = jax.jit(lambda p, x: jnp.argmax(model.apply(p, state, x)[0], -1))
+    candidates = {"raw": params, **{f"ema {d}": avg for d, avg in zip(args.ema, averages)}}
+    val_accuracy = {}
+    if val is not None:  # the validation split chooses; the test set is read once, for the chosen parameters
+        val_accuracy = {k: float(jnp.mean(predict(p, jnp.asarray(val[0])) == jnp.asarray(val[1])))
+                        for k, p in candidates.items()}  # fmt: skip
+    chosen = max(val_accuracy, key=val_accuracy.get) if val_accuracy else "raw"
+    accuracy = float(jnp.mean(predict(candidates[chosen], jnp.asarray(fashion.x_test)) == jnp.asarray(fashion.y_test)))
     record = {
-        "seed": seed, "model": "tanh_cnn", "params": models.count_params(params), "steps": steps, "sampling_rate": q,
+        "seed": seed, "model": "tanh_cnn", "params": models.count_params(params), "train_examples": n,
+        "steps": steps, "sampling_rate": q,
         "expected_batch": args.batch, "capacity": capacity, "batches_over_capacity": int(np.sum(sizes > capacity)),
         "mean_batch": float(sizes.mean()), "clip": args.clip,
-        "noise_multiplier": args.sigma, "lr": args.lr, "delta": args.delta, "test_accuracy": accuracy,
-        "epsilon_pld": privacy.epsilon(args.sigma, q, steps, args.delta),
-        "epsilon_rdp": privacy.epsilon(args.sigma, q, steps, args.delta, accountant="rdp"),
+        "noise_multiplier": sigma, "lr": args.lr, "delta": args.delta, "val_accuracy": val_accuracy,
+        "chosen": chosen, "test_accuracy": accuracy,
+        "epsilon_pld": privacy.epsilon(sigma, q, steps, args.delta),
+        "epsilon_rdp": privacy.epsilon(sigma, q, steps, args.delta, accountant="rdp"),
         "train_wall_s": round(train_s, 1), "paper": "86.0% at epsilon 3 (Tramer & Boneh 2021, their accounting)",
     }  # fmt: skip
     print(json.dumps(record, indent=1), flush=True)

@@ -37,6 +37,7 @@ PLD by default, RDP on request.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -48,6 +49,7 @@ from jax import lax
 from . import ops as _ops
 from .errors import ConfigError, MissingDependencyError
 from .layers import Layer
+from .ops._windows import shifted_slices
 from .ops.conv import conv_spec
 from .ops.norm import group_xhat
 
@@ -203,20 +205,18 @@ def _weight_norms(u: jax.Array, dz: jax.Array, ghost: str) -> jax.Array:
     return _ghost(u, dz) if use_ghost else _formed(u, dz)
 
 
-def _conv_patches(x: jax.Array, w_shape: tuple[int, ...], config: dict) -> tuple[jax.Array, int]:
-    """Example by example, the input patches each output position sees: ``(N, T, G, k C_in / G)``
-    (``conv_general_dilated_patches`` orders a patch's features input channel first, so a group's
-    channels are contiguous)."""
+def _conv_patches(x: jax.Array, w_shape: tuple[int, ...], config: dict, out_spatial: tuple[int, ...]) -> tuple:
+    """Example by example, the input patches each output position sees: ``(N, T, G, (C_in / G) k)``, a
+    group's channels contiguous (each channel's window taps together). Strided slices of the padded input,
+    one per window tap: data movement only (``lax.conv_general_dilated_patches`` would multiply by an
+    identity kernel, ``D`` times the work)."""
     spec = conv_spec(x, jnp.zeros(w_shape, x.dtype), config.get("stride", 1), config.get("padding", "VALID"),
                      config.get("dilation", 1), config.get("groups", 1))  # fmt: skip
-    nd = x.ndim - 2
-    lhs = "N" + "".join("DHW"[3 - nd :]) + "C"
-    patches = lax.conv_general_dilated_patches(
-        x, w_shape[:nd], spec.strides, spec.padding, rhs_dilation=spec.dilation,
-        dimension_numbers=(lhs, "OI" + "DHW"[3 - nd :], lhs), precision=lax.Precision.HIGHEST,
-    )  # fmt: skip
+    window = w_shape[: x.ndim - 2]
+    taps = [tuple(t * d for t, d in zip(tap, spec.dilation)) for tap in itertools.product(*map(range, window))]
+    patches = jnp.stack(shifted_slices(x, taps, spec.strides, spec.padding, out_spatial), axis=-1)  # (N, *out, C, k)
     n, g = x.shape[0], spec.groups
-    return patches.reshape(n, -1, g, patches.shape[-1] // g), g
+    return patches.reshape(n, -1, g, (x.shape[-1] // g) * len(taps)), g
 
 
 def _bias_after(call: _Call, params_by_path: dict) -> str | None:
@@ -231,7 +231,7 @@ def _call_norms(call: _Call, params_by_path: dict, x: jax.Array, dz: jax.Array, 
     n = x.shape[0]
     if call.op == "conv":
         w = params_by_path[call.params["w"]]
-        u, g = _conv_patches(x, w.shape, call.config)
+        u, g = _conv_patches(x, w.shape, call.config, dz.shape[1:-1])
         sq = _weight_norms(u, dz.reshape(n, -1, g, dz.shape[-1] // g), ghost)
         bias = _bias_after(call, params_by_path)
         return sq + (0 if bias is None else jnp.sum(jnp.sum(dz.reshape(n, -1, dz.shape[-1]), 1) ** 2, -1))

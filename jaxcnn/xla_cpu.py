@@ -1,11 +1,14 @@
-"""XLA:CPU's convolution route: which compiler emits the convolutions of a CPU run.
+"""XLA:CPU's route: which compiler emits the convolutions and matrix products of a CPU run.
 
 jaxlib 0.10 hands every convolution XLA:CPU compiles to YNNPACK unless ``XLA_FLAGS`` says otherwise; XLA's
 own emitter ran fashion_cnn's 5x5 32->64 convolution 1.8x faster and its training step 1.2x faster on this
-project's machine (``benchmarks/NOTES.md``, "XLA:CPU's convolution routes"; ``python -m
-jaxcnn.bench.cpu_routes`` measures both). ``jaxcnn train`` and ``jaxcnn eval`` therefore start JAX with
-:data:`XLA_CPU_CONVOLUTIONS` (XLA's own emitter); a script can call :func:`prefer_xla_cpu_convolutions`
-first thing too. GPU and TPU backends ignore the flag.
+project's machine (``benchmarks/NOTES.md``, "XLA:CPU's convolution routes"). YNNPACK's matrix products,
+on the other hand, beat XLA's: handing YNNPACK the dots alone (``individual_dot``) and leaving the
+convolutions to XLA's emitter ran fashion_cnn's training step 1.25x faster than XLA's emitter for both
+(74-76 ms against 93-95, float32, batch 128) and resnet20's and lenet5's as fast (``python -m
+jaxcnn.bench.cpu_routes --routes xla ynn-dot``; NOTES, "The CLI's route"). ``jaxcnn train`` and ``jaxcnn
+eval`` therefore start JAX with :data:`XLA_CPU_CONVOLUTIONS`; a script can call
+:func:`prefer_xla_cpu_convolutions` first thing too. GPU and TPU backends ignore the flag.
 
 XLA reads its flags once, when JAX starts its backend, so the choice must come first. Whether the backend
 has started is asked of ``jax._src.xla_bridge.backends_are_initialized``: JAX has no public function for
@@ -16,11 +19,22 @@ private function disappear, the route is left alone rather than guessed at.
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["XLA_CPU_CONVOLUTIONS", "prefer_xla_cpu_convolutions", "backend_started"]
+__all__ = ["XLA_CPU_CONVOLUTIONS", "prefer_xla_cpu_convolutions", "backend_started", "convolution_route"]
 
-# An empty list of YNNPACK fusion types: no convolution goes to YNNPACK, XLA emits them itself.
-XLA_CPU_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type="
+# YNNPACK fuses the matrix products only: XLA emits the convolutions itself (and everything else).
+XLA_CPU_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+
+
+def convolution_route() -> str:
+    """Which compiler this process's ``XLA_FLAGS`` give XLA:CPU's convolutions: ``"xla"`` (XLA's own
+    emitter: a YNNPACK fusion list without convolutions, as ``jaxcnn train`` sets it) or ``"ynnpack"``
+    (this jaxlib's default, or a list that names them). The formulations read it at trace time (the
+    route is fixed when the backend starts), so each route gets the thresholds measured under it."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    match = re.search(r"--xla_cpu_experimental_ynn_fusion_type=(\S*)", flags)
+    return "xla" if match is not None and "convolution" not in match.group(1) else "ynnpack"
 
 
 def backend_started() -> bool:

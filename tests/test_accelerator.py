@@ -354,7 +354,7 @@ def test_fit_donates_on_accelerators_by_default_and_gives_the_same_run_either_wa
         np.testing.assert_array_equal(a, b)
 
     def logged(run):
-        return [{k: v for k, v in row.items() if k != "examples_per_s"} for row in run.history]
+        return [{k: v for k, v in row.items() if k not in ("examples_per_s", "time_s")} for row in run.history]
 
     assert logged(runs[0]) == logged(runs[1]) and runs[0].test["loss"] == runs[1].test["loss"]
 
@@ -434,7 +434,8 @@ added = xla_cpu.prefer_xla_cpu_convolutions()
 import jax
 conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 hlo = jax.jit(conv).lower(jax.numpy.ones((8, 14, 14, 32)), jax.numpy.ones((5, 5, 32, 64))).compile().as_text()
-print(added, "ynn" in hlo)
+dot = jax.jit(lambda a, b: a @ b).lower(jax.numpy.ones((128, 512)), jax.numpy.ones((512, 256))).compile().as_text()
+print(added, "ynn" in hlo, "ynn" in dot)
 """
 
 
@@ -460,11 +461,11 @@ def test_xla_cpu_convolutions_are_chosen_before_the_backend_starts_and_only_then
     if not jaxlib.version.__version__.startswith("0.10."):
         assert _probe("before", None)[0] == "False"  # other jaxlibs are left alone
         return
-    assert _probe("before", None) == ["True", "False"]  # XLA's own convolution, not a YNNPACK fusion
-    assert _probe("after", None) == ["False", "True"]  # the flags were read already: nothing changes
+    assert _probe("before", None) == ["True", "False", "True"]  # XLA's own convolution, YNNPACK's product
+    assert _probe("after", None) == ["False", "True", "True"]  # the flags were read already: nothing changes
     kept = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
-    assert _probe("before", kept) == ["False", "True"]  # a route the user chose is kept
-    assert _probe("before", None, JAXCNN_CPU_CONVOLUTIONS="jaxlib") == ["False", "True"]  # the opt-out
+    assert _probe("before", kept) == ["False", "True", "False"]  # a route the user chose is kept
+    assert _probe("before", None, JAXCNN_CPU_CONVOLUTIONS="jaxlib") == ["False", "True", "True"]  # the opt-out
 
 
 def _convolutions_per_ynnpack_fusion(hlo: str) -> list[int]:

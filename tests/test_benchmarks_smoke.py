@@ -285,3 +285,11 @@ def test_privacy_benchmark_runs(tmp_path, capsys):
     assert privacy_bench.main(["--batch", "8", "--repeats", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {row["variant"] for row in rows} >= {"materialised (vmap of grad)", "norms, ghost=auto"}
+
+
+def test_time_to_accuracy_is_the_first_epoch_at_the_target():
+    from jaxcnn.bench.time_to_accuracy import time_to
+
+    curve = [{"time_s": 30.0, "test_accuracy": 0.90}, {"time_s": 61.0, "test_accuracy": 0.916},
+             {"time_s": 90.0, "test_accuracy": 0.912}, {"time_s": 121.0, "test_accuracy": 0.92}]  # fmt: skip
+    assert time_to(curve, 0.915) == 61.0 and time_to(curve, 0.90) == 30.0 and time_to(curve, 0.93) is None

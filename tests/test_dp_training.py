@@ -14,7 +14,7 @@ from helpers import require_module
 from test_parallel import _run_script
 
 import jaxcnn
-from jaxcnn import data, errors, layers, privacy, serial, train
+from jaxcnn import checkpoint, data, errors, layers, privacy, serial, train
 from jaxcnn.cli import main
 from jaxcnn.train import dp as train_dp
 
@@ -83,6 +83,8 @@ def test_a_resumed_private_run_is_bit_identical_and_spends_the_same_epsilon(tiny
         assert np.array_equal(np.asarray(jax.random.key_data(a) if a.dtype == jax.dtypes.prng_key else a),
                               np.asarray(jax.random.key_data(b) if b.dtype == jax.dtypes.prng_key else b))  # fmt: skip
     assert resumed.epsilon == full.epsilon
+    with pytest.raises(checkpoint.CheckpointError, match="privacy="):  # other noise: another accounting
+        _fit(tiny, tmp_path / "cut", resume=True, privacy=DP._replace(noise_multiplier=2.0))
     require_module("dp_accounting", "pip install 'jaxcnn[dp]'", "JAXCNN_REQUIRE_DP")
     assert full.epsilon == pytest.approx(privacy.epsilon(1.2, 16 / 96, 12, 1e-5))
     epochs = [r for r in full.history if "epsilon" in r]
@@ -112,6 +114,7 @@ def _cli(argv, capsys):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_dp_noise_trains_and_writes_epsilon(tmp_path, capsys):
     require_module("dp_accounting", "pip install 'jaxcnn[dp]'", "JAXCNN_REQUIRE_DP")
     out = tmp_path / "run"
@@ -136,7 +139,9 @@ def test_cli_dp_noise_trains_and_writes_epsilon(tmp_path, capsys):
         ("--dp-clip 0.1", "--dp-clip 0.1 applies to private training: add --dp-epsilon or --dp-noise"),
         ("--dp-noise 1 --dtype bfloat16", "private training computes in float32, got --dtype bfloat16"),
         ("--dp-noise 1 --dp-delta 1.5", r"--dp-delta must be in \(0, 1\), got 1.5"),
-        ("--dp-noise 1 --model resnet20", r"the BatchNorm at params .* use GroupNorm"),
+        pytest.param(
+            "--dp-noise 1 --model resnet20", r"the BatchNorm at params .* use GroupNorm", marks=pytest.mark.slow
+        ),  # fmt: skip
     ],
 )
 def test_cli_dp_flags_are_checked_in_one_line(flags, message, tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import assert_close
 
-from jaxcnn import ops, reference
+from jaxcnn import ops, reference, xla_cpu
 from jaxcnn.gradcheck import relative_error
 from jaxcnn.ops.conv import (
     MAX_DEPTHWISE_TAPS,
@@ -37,6 +37,23 @@ def test_weight_grad_chunk_policy():
     assert weight_grad_chunks(4096, jnp.bfloat16, big) == MAX_WEIGHT_GRAD_CHUNKS
     assert weight_grad_chunks(128, jnp.float64, big) == 1
     assert weight_grad_chunks(128, jnp.float32, big - 1) == 1  # too little work per example (MNIST-1D convs)
+
+
+def test_under_xla_s_own_emitter_lenet_size_convolutions_are_not_chunked(monkeypatch):
+    lenet_conv1, resnet20_last = 28 * 28 * 25, 8 * 8 * 9 * 64  # patch entries per example
+    assert weight_grad_chunks(128, jnp.float32, lenet_conv1, route="ynnpack") == 8
+    assert weight_grad_chunks(128, jnp.float32, lenet_conv1, route="xla") == 1
+    assert weight_grad_chunks(128, jnp.float32, resnet20_last, route="xla") == 8
+    for flags, route in [
+        ("", "ynnpack"),
+        ("--xla_backend_optimization_level=0", "ynnpack"),
+        (xla_cpu.XLA_CPU_CONVOLUTIONS, "xla"),  # what jaxcnn train sets
+        ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", "xla"),
+        ("--xla_cpu_experimental_ynn_fusion_type=individual_convolution", "ynnpack"),
+    ]:
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        assert xla_cpu.convolution_route() == route, flags
+        assert weight_grad_chunks(128, jnp.float32, lenet_conv1) == (1 if route == "xla" else 8)
 
 
 CONFIGS = [

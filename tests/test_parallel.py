@@ -382,6 +382,7 @@ def test_compute_dtype_is_checked():
         train.make_objective(_bn_model(), compute_dtype=jnp.int32)
 
 
+@pytest.mark.slow
 def test_cli_dtype_bfloat16_trains_and_evaluates(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [*"train --dataset synthetic --max-steps 3 --no-plots --dtype bfloat16 --out".split(), str(out)]

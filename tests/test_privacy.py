@@ -80,12 +80,16 @@ def _norms(grads, n):
     return np.sqrt(sum(np.sum(np.reshape(g, (n, -1)) ** 2, 1) for g in jax.tree_util.tree_leaves(grads)))
 
 
-# Every net with the per-layer rule, and every layer kind (mixed-2d) forced down each branch, in the default
-# tier; the other nets forced down each branch, and tanh_cnn (its rule is checked below), in the slow one.
+# Every layer kind (mixed-2d) with the per-layer rule and forced down each branch, and the one-layer net, in
+# the default tier; the 1-D and 3-D nets and tanh_cnn (its rule is checked below) in the slow one.
 NORM_CASES = [
     pytest.param(
-        name, ghost, marks=[pytest.mark.slow] if name == "tanh_cnn" or (ghost != "auto" and name != "mixed-2d") else []
-    )
+        name,
+        ghost,
+        marks=[]
+        if name in ("mixed-2d", "one-conv") and (ghost == "auto" or name == "mixed-2d")
+        else [pytest.mark.slow],
+    )  # fmt: skip
     for name in NETS
     for ghost in privacy.GHOST
 ]

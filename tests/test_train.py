@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -54,6 +55,25 @@ def test_training_reduces_the_loss_and_writes_metrics(tiny_data, tmp_path):
     assert [r["step"] for r in rows if "test_accuracy" in r] == [8, 16, 24]
     assert result.test["accuracy"] > 0.5  # 4 classes: chance is 0.25
     assert int(result.state.step) == 24 and checkpoint.read_meta(tmp_path)["step"] == 24
+
+
+def test_epoch_rows_carry_the_training_time_without_the_evaluations(tiny_data, tmp_path, monkeypatch):
+    """``time_s`` (what the time-to-accuracy benchmark reads) counts the steps, not the evaluations."""
+    from jaxcnn.train import loop
+
+    real = loop._evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_evaluate", slow_evaluate)
+    start = time.perf_counter()
+    result = _fit(tiny_data, tmp_path)
+    wall = time.perf_counter() - start
+    times = [r["time_s"] for r in result.history if "test_accuracy" in r]
+    assert len(times) == 3 and 0 < times[0] < times[1] < times[2]
+    assert times[2] < wall - 1.5  # three evaluations of at least 0.5 s each are left out
 
 
 class _StepCounter(train.Callback):

@@ -67,7 +67,8 @@ def _flat(tree):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet18", pytest.param("googlenet", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
 def test_a_1000_class_state_dict_loads_into_a_10_class_model_with_a_new_head(name):
     weights, params, state = _random_weights(name, 1000)
     kwargs = {"aux_logits": True} if name == "googlenet" else {}
@@ -256,6 +257,7 @@ def test_the_eval_transform_is_pils_resize_and_crop_to_uint8_rounding(shape):
     np.testing.assert_allclose(normalised, (ours - transforms.IMAGENET_MEAN) / transforms.IMAGENET_STD, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_train_transform_crops_resizes_and_flips(monkeypatch):
     image = _image((120, 90))
     box = (10, 5, 60, 50)
@@ -308,6 +310,7 @@ print(" ".join(exported.platforms), "jaxcnn" in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_exported_stablehlo_runs_without_jaxcnn_at_any_batch_for_three_platforms(tmp_path):
     model = models.lenet5()
     _, params, state = jit_init(model, KEY, (1, 28, 28, 1))

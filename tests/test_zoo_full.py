@@ -67,9 +67,7 @@ def test_every_zoo_model_applies_to_the_shape_its_init_promised(name):
         assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
 
 
-@pytest.mark.parametrize(
-    "name", [n if n == "densenet_bc16" else pytest.param(n, marks=pytest.mark.slow) for n in SMALL]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in SMALL])
 def test_whole_network_gradient_equals_the_reference_twin(name):
     """Train mode (batch statistics, dropout with a fixed key), float64, every parameter to 1e-10."""
     factory, shape = SMALL[name]

@@ -10,8 +10,10 @@ when the CPU backend starts, so every route runs in its own process; the routes 
 another, ``--rounds`` times in turn, so that a change in the machine's load shows up as a spread between
 rounds rather than as a difference between routes. Each process times, medians of ``--repeats``:
 
-- fashion_cnn's second convolution alone (128x14x14x32 -> 64, 5x5, SAME), forward, with its GFLOP/s;
-- one training step (batch 128, SGD with momentum) of each model in ``--models``, jaxcnn and autodiff.
+- fashion_cnn's second convolution alone (128x14x14x32 -> 64, 5x5, SAME), forward, with its GFLOP/s, and
+  its dense layer's product and weight gradient, in float32 and each other dtype of ``--dtypes``;
+- one training step (batch 128, SGD with momentum) of each model in ``--models``, jaxcnn and autodiff;
+- the step ``jaxcnn train`` runs (Adam, batch 128) in each compute dtype of ``--dtypes``.
 
 Writes ``cpu_routes.json``. Nothing is changed in the library by it: it is a measurement.
 """
@@ -24,7 +26,9 @@ import os
 import subprocess
 import sys
 
-from ..xla_cpu import XLA_CPU_CONVOLUTIONS as NO_YNN  # the route `jaxcnn train` chooses: no YNNPACK
+from ..xla_cpu import XLA_CPU_CONVOLUTIONS
+
+NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="  # an empty list: nothing goes to YNNPACK
 
 ROUTES = {
     "default": "",  # this jaxlib (0.10.2) hands convolutions to YNNPACK by default
@@ -32,12 +36,14 @@ ROUTES = {
     "ynn": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     "xnn": f"{NO_YNN} --xla_cpu_experimental_xnn_fusion_type=individual_convolution",
     "onednn": f"{NO_YNN} --xla_cpu_experimental_onednn_fusion_type=individual_convolution",
+    "ynn-dot": XLA_CPU_CONVOLUTIONS,  # the route `jaxcnn train` sets: matrix products to YNNPACK, not convolutions
 }
 CONV = {"batch": 128, "size": 14, "c_in": 32, "c_out": 64, "kernel": 5}
 
 
-def conv_case(repeats: int) -> dict:
-    """The forward convolution alone: milliseconds and GFLOP/s (2 FLOPs per multiply-add)."""
+def conv_case(repeats: int, dtype: str = "float32") -> dict:
+    """The forward convolution alone, and fashion_cnn's dense layer's product (128 x 3,136 by 3,136 x 1,024)
+    with its weight gradient: milliseconds (and the convolution's GFLOP/s, 2 FLOPs per multiply-add)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -46,29 +52,61 @@ def conv_case(repeats: int) -> dict:
 
     b, n, ci, co, k = (CONV[key] for key in ("batch", "size", "c_in", "c_out", "kernel"))
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((b, n, n, ci)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((k, k, ci, co)), jnp.float32)
+    array = lambda *shape: jnp.asarray(rng.standard_normal(shape), dtype)  # noqa: E731
+    x, w = array(b, n, n, ci), array(k, k, ci, co)
+    a, m, g = array(128, 3136), array(3136, 1024), array(128, 1024)
     conv = jax.jit(
         lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     )
-    ms = compare({"conv": lambda: conv(x, w)}, repeats=repeats)["conv"]
-    return {"conv_ms": ms, "conv_gflops": 2 * b * n * n * ci * co * k * k / ms / 1e6}
+    dot, dot_t = jax.jit(lambda a, m: a @ m), jax.jit(lambda a, g: a.T @ g)
+    ms = compare({"conv": lambda: conv(x, w), "dot": lambda: dot(a, m), "dot_t": lambda: dot_t(a, g)}, repeats=repeats)
+    suffix = "" if dtype == "float32" else f"_{dtype}"
+    return {
+        f"conv{suffix}_ms": ms["conv"],
+        f"conv{suffix}_gflops": 2 * b * n * n * ci * co * k * k / ms["conv"] / 1e6,
+        f"dense{suffix}_ms": ms["dot"],
+        f"dense_weight_grad{suffix}_ms": ms["dot_t"],
+    }
 
 
-def worker(models: list[str], repeats: int) -> dict:
+def train_step_case(name: str, dtype: str, repeats: int) -> float:
+    """Milliseconds of the step ``jaxcnn train`` runs (``train.make_train_step``, Adam, batch 128) in the
+    compute dtype ``dtype``."""
+    import jax
+    import numpy as np
+    import optax
+
+    from .. import models, train
+    from ..train.recipes import COMPUTE_DTYPES
+    from .timing import compare
+
+    model, (_, shape) = models.build(name, 10, for_training=True), (None, models.MODELS[name].input_shape)
+    optimizer = optax.adam(1e-3)
+    state = train.init_train_state(model, (128, *shape), optimizer, seed=0)
+    step = train.make_train_step(model, optimizer, compute_dtype=COMPUTE_DTYPES[dtype])
+    rng = np.random.default_rng(0)
+    x, y = jax.device_put((rng.standard_normal((128, *shape)).astype(np.float32), rng.integers(0, 10, 128)))
+    return compare({"step": lambda: step(state, x, y)[1]["loss"]}, repeats=repeats)["step"]
+
+
+def worker(models: list[str], repeats: int, dtypes: list[str]) -> dict:
     """What one process measures (its route is whatever ``XLA_FLAGS`` says)."""
     from . import models as model_bench
     from .timing import compare
 
-    row = conv_case(repeats)
+    row = {}
+    for dtype in ("float32", *(d for d in dtypes if d != "float32")):
+        row.update(conv_case(repeats, dtype))
     for name in models:
         prepared = model_bench.prepare(name, 128, ("jaxcnn", "autodiff"))
         for impl, ms in compare(prepared.candidates(), repeats=repeats).items():
             row[f"{name}_{impl}_ms"] = ms
+        for dtype in dtypes:
+            row[f"{name}_train_{dtype}_ms"] = train_step_case(name, dtype, repeats)
     return row
 
 
-def run_route(route: str, models: list[str], repeats: int) -> dict:
+def run_route(route: str, models: list[str], repeats: int, dtypes: tuple[str, ...] = ("float32",)) -> dict:
     flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), ROUTES[route]]))
     command = [
         sys.executable,
@@ -79,6 +117,8 @@ def run_route(route: str, models: list[str], repeats: int) -> dict:
         *models,
         "--repeats",
         str(repeats),
+        "--dtypes",
+        *dtypes,
     ]
     done = subprocess.run(command, env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
     if done.returncode != 0:
@@ -91,19 +131,21 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench.cpu_routes", description=__doc__.splitlines()[0])
     parser.add_argument("--routes", nargs="+", choices=sorted(ROUTES), default=list(ROUTES))
-    parser.add_argument("--models", nargs="+", default=["fashion_cnn"])
+    parser.add_argument("--models", nargs="*", default=["fashion_cnn"])
     parser.add_argument("--rounds", type=int, default=2, help="times every route is run, in turn (default 2)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per measurement (default 7)")
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"],
+                        help="compute dtypes of the CLI step to time (default float32 bfloat16)")  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     output.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.models, args.repeats)))
+        print(json.dumps(worker(args.models, args.repeats, args.dtypes)))
         return 0
     rows = []
     for round_ in range(args.rounds):
         for route in args.routes:
-            row = {"round": round_, **run_route(route, args.models, args.repeats)}
+            row = {"round": round_, **run_route(route, args.models, args.repeats, args.dtypes)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats, "conv": CONV}

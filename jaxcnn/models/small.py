@@ -39,7 +39,14 @@ def seed_cnn(num_classes: int = 10, hidden: int = 64, *, ops: Any = _ops) -> Lay
     )
 
 
-def fashion_cnn(num_classes: int = 10, dropout: float = 0.5, *, ops: Any = _ops) -> Layer:
+def fashion_cnn(
+    num_classes: int = 10,
+    dropout: float = 0.5,
+    *,
+    kernel_init: Any = "he_normal",
+    bias_init: Any = "zeros",
+    ops: Any = _ops,
+) -> Layer:
     """The classic two-conv Fashion-MNIST / MNIST CNN, returning logits::
 
         conv 32@5x5 SAME -> relu -> max-pool 2 -> conv 64@5x5 SAME -> relu -> max-pool 2
@@ -47,21 +54,23 @@ def fashion_cnn(num_classes: int = 10, dropout: float = 0.5, *, ops: Any = _ops)
 
     ``dropout`` is the drop probability (``apply(..., train=True)`` needs ``key``). On
     ``(N, 28, 28, 1)``: 7*7*64 = 3,136 features; 3,274,634 parameters
-    (832 + 51,264 + 3,212,288 + 10,250).
+    (832 + 51,264 + 3,212,288 + 10,250). ``kernel_init``/``bias_init``: He-normal and zeros, or e.g.
+    ``"pytorch_default"`` for both, as the same network written in PyTorch starts.
     """
     L = bind(ops)
+    init = dict(kernel_init=kernel_init, bias_init=bias_init)
     return serial(
-        L.Conv(32, (5, 5), padding="SAME"),
+        L.Conv(32, (5, 5), padding="SAME", **init),
         L.Relu,
         L.MaxPool((2, 2)),
-        L.Conv(64, (5, 5), padding="SAME"),
+        L.Conv(64, (5, 5), padding="SAME", **init),
         L.Relu,
         L.MaxPool((2, 2)),
         L.Flatten,
-        L.Dense(1024),
+        L.Dense(1024, **init),
         L.Relu,
         L.Dropout(dropout),
-        L.Dense(num_classes),
+        L.Dense(num_classes, **init),
     )
 
 

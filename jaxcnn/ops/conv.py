@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .. import xla_cpu
 from ..errors import ConfigError, ConfigTypeError, unknown_choice
 from ._padding import (
     Pads,
@@ -301,16 +302,25 @@ MAX_WEIGHT_GRAD_CHUNKS = 32  # bounds the unrolled graph for very large batches
 # Per example, the patch matrix has (output positions) x (window taps) x (input channels per group)
 # entries. Below this, a chunk is too little work to pay for its own call (the MNIST-1D convs: 95-750).
 MIN_PATCH_SIZE_TO_CHUNK = 4096
+# Under XLA's own convolution emitter (the route `jaxcnn train` sets: xla_cpu.convolution_route() ==
+# "xla") the single call is as fast as the chunks up to LeNet's and fashion_cnn's first convolutions
+# (15,000-19,600 entries), where chunking ran at 0.85-0.94x of autodiff; resnet20's (36,864-147,456) still
+# gain 1.3x from chunking there (benchmarks/NOTES.md, "XLA:CPU's convolution routes").
+MIN_PATCH_SIZE_TO_CHUNK_XLA_EMITTER = 32768
 
 
-def weight_grad_chunks(batch: int, dtype, patch_size: int) -> int:
+def weight_grad_chunks(batch: int, dtype, patch_size: int, *, route: str | None = None) -> int:
     """How many batch chunks :func:`weight_grad_chunked` uses (1 means the textbook single call).
 
     Only float32/bfloat16/float16 inputs with at least two chunks' worth of examples, each example
-    carrying a patch matrix of at least ``MIN_PATCH_SIZE_TO_CHUNK`` entries, are split; float64 keeps the
-    single call (XLA:CPU has no fast float64 convolution, so nothing was gained there).
+    carrying a patch matrix of at least ``MIN_PATCH_SIZE_TO_CHUNK`` entries
+    (``MIN_PATCH_SIZE_TO_CHUNK_XLA_EMITTER`` under XLA's own convolution emitter; ``route``, by default
+    :func:`jaxcnn.xla_cpu.convolution_route`), are split; float64 keeps the single call (XLA:CPU has no
+    fast float64 convolution, so nothing was gained there).
     """
-    if jnp.dtype(dtype) == jnp.float64 or batch < 2 * WEIGHT_GRAD_CHUNK or patch_size < MIN_PATCH_SIZE_TO_CHUNK:
+    route = xla_cpu.convolution_route() if route is None else route
+    smallest = MIN_PATCH_SIZE_TO_CHUNK_XLA_EMITTER if route == "xla" else MIN_PATCH_SIZE_TO_CHUNK
+    if jnp.dtype(dtype) == jnp.float64 or batch < 2 * WEIGHT_GRAD_CHUNK or patch_size < smallest:
         return 1
     return min(-(-batch // WEIGHT_GRAD_CHUNK), MAX_WEIGHT_GRAD_CHUNKS)
 

@@ -130,6 +130,11 @@ class Progress:
         self.evaluated: dict[str, tuple[int, dict]] = {}  # split -> (step, evaluation)
         self.best = best  # {"step", "epoch", "val_accuracy", "val_loss"} of the best validation accuracy
         self.best_state: Any = None  # its (params, model_state) on the host, when there is no out_dir
+        self.started, self.evaluating = time.perf_counter(), 0.0  # the wall clock, and the part spent evaluating
+
+    def training_time(self) -> float:
+        """Seconds since this process set the run up (compilation included), less those spent evaluating."""
+        return time.perf_counter() - self.started - self.evaluating
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +306,7 @@ def _resume(loop: Loop, state: TrainState) -> tuple[TrainState, list[dict], dict
     """The checkpoint in ``loop.out`` (refused if it belongs to another run), the metrics up to it and the
     best validation it had seen."""
     state, saved_meta = ckpt.load(loop.out, state)
-    for k in ("model", "dataset", "seed", "batch_size"):
+    for k in ("model", "dataset", "seed", "batch_size", "privacy"):
         if k in loop.meta and k in saved_meta and saved_meta[k] != loop.meta[k]:
             raise ckpt.CheckpointError(
                 f"{loop.out / ckpt.CHECKPOINT_NAME} was written with {k}={saved_meta[k]!r}, not {loop.meta[k]!r}"
@@ -369,6 +374,8 @@ def _set_up(model: Layer | Callable, data: Any, config: FitConfig) -> tuple[Loop
     steps_per_epoch = len(data.x_train) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     identity = {"seed": config.seed, "batch_size": config.batch_size, "epochs": config.epochs}
+    if config.privacy is not None:  # a private run resumes only with the noise and clip it was accounted with
+        identity["privacy"] = {k: getattr(config.privacy, k) for k in ("clip", "noise_multiplier", "delta")}
     validation = bool(getattr(data, "has_validation", False))
     test_every_epoch = config.eval_test_every_epoch if config.eval_test_every_epoch is not None else not validation
     donate = _donates(config.donate, mesh)
@@ -468,8 +475,12 @@ def _evaluate(loop: Loop, progress: Progress, state: Any, split: str = "test") -
 
 def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Sequence[Callback]) -> None:
     """An epoch ended: evaluate on the validation split (and keep the best state) and, if asked, on the
-    test split (only reported: it chooses nothing); log the row and tell the callbacks."""
+    test split (only reported: it chooses nothing); log the row (with ``time_s``, the training time so far:
+    :meth:`Progress.training_time`) and tell the callbacks."""
+    jax.device_get(state.step)  # the epoch's last step has finished (a read, as the evaluations below are)
     row = {"step": progress.step, "epoch": float(progress.step // loop.steps_per_epoch)}
+    row["time_s"] = round(progress.training_time(), 3)
+    evaluation_start = time.perf_counter()
     if loop.validation:
         val = _evaluate(loop, progress, state, "val")
         row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -483,6 +494,7 @@ def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Seq
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
     if loop.sampler is not None:
         row["epsilon"] = epsilon_spent(loop, progress.step)
+    progress.evaluating += time.perf_counter() - evaluation_start
     progress.history.append(row)
     _notify(callbacks, "on_evaluation", loop, progress, row, state)
 
