@@ -477,7 +477,7 @@ def _end_epoch(loop: Loop, progress: Progress, state: TrainState, callbacks: Seq
     """An epoch ended: evaluate on the validation split (and keep the best state) and, if asked, on the
     test split (only reported: it chooses nothing); log the row (with ``time_s``, the training time so far:
     :meth:`Progress.training_time`) and tell the callbacks."""
-    jax.device_get(state.step)  # the epoch's last step has finished (a read, as the evaluations below are)
+    state.step.block_until_ready()  # the epoch's last step has finished (a wait; nothing is read back)
     row = {"step": progress.step, "epoch": float(progress.step // loop.steps_per_epoch)}
     row["time_s"] = round(progress.training_time(), 3)
     evaluation_start = time.perf_counter()
