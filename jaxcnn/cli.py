@@ -84,7 +84,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from . import xla_cpu
     from .train import run
 
-    xla_cpu.prefer_xla_cpu_convolutions()  # the route training used: the same numbers
+    xla_cpu.prefer_xla_cpu_convolutions(run.checkpoint_dtype(args.checkpoint, args.which))  # training's route
 
     config, meta, result = run.evaluate_checkpoint(args.checkpoint, args.data_dir, args.which)
     print(
@@ -100,7 +100,7 @@ def export_command(args: argparse.Namespace) -> int:
     from . import export, xla_cpu
     from .train import run
 
-    xla_cpu.prefer_xla_cpu_convolutions()
+    xla_cpu.prefer_xla_cpu_convolutions(run.checkpoint_dtype(args.checkpoint, args.which))
     config, meta, model, state, data = run.load_checkpoint(args.checkpoint, args.data_dir, args.which)
     if args.format == "stablehlo":
         preprocessing = run.preprocessing_of(config)

@@ -21,10 +21,20 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["XLA_CPU_CONVOLUTIONS", "prefer_xla_cpu_convolutions", "backend_started", "convolution_route"]
+__all__ = [
+    "XLA_CPU_CONVOLUTIONS",
+    "XLA_CPU_ROUTES",
+    "prefer_xla_cpu_convolutions",
+    "backend_started",
+    "convolution_route",
+]
 
 # YNNPACK fuses the matrix products only: XLA emits the convolutions itself (and everything else).
 XLA_CPU_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+# The route per compute dtype. bfloat16 gets an empty list (XLA's emitter for everything): with YNNPACK's
+# matrix products, XLA:CPU refused resnet20's bfloat16 step ("Unsupported element type for
+# DotThunk::Execute: BF16 x BF16 = F32", a product accumulating in float32 that YNNPACK did not take).
+XLA_CPU_ROUTES = {"float32": XLA_CPU_CONVOLUTIONS, "bfloat16": "--xla_cpu_experimental_ynn_fusion_type="}
 
 
 def convolution_route() -> str:
@@ -48,8 +58,9 @@ def backend_started() -> bool:
     return True if started is None else bool(started())
 
 
-def prefer_xla_cpu_convolutions() -> bool:
-    """Add :data:`XLA_CPU_CONVOLUTIONS` to ``XLA_FLAGS`` for this process; True if it was added.
+def prefer_xla_cpu_convolutions(dtype: str = "float32") -> bool:
+    """Add the route for compute dtype ``dtype`` (:data:`XLA_CPU_ROUTES`; float32's is
+    :data:`XLA_CPU_CONVOLUTIONS`) to ``XLA_FLAGS`` for this process; True if it was added.
 
     Nothing is changed when ``JAXCNN_CPU_CONVOLUTIONS=jaxlib`` (keep the jaxlib's default route), when
     ``XLA_FLAGS`` already says where YNNPACK goes, when the backend has started, or with a jaxlib other than
@@ -62,5 +73,5 @@ def prefer_xla_cpu_convolutions() -> bool:
         return False
     if not jaxlib.version.__version__.startswith("0.10.") or backend_started():
         return False
-    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_CONVOLUTIONS}".strip()
+    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_ROUTES.get(dtype, XLA_CPU_CONVOLUTIONS)}".strip()
     return True

@@ -511,3 +511,28 @@ def test_jaxcnn_train_records_the_route_it_trained_with(tmp_path):
 
     expected = xla_cpu.XLA_CPU_CONVOLUTIONS if jaxlib.version.__version__.startswith("0.10.") else ""
     assert environment["xla_flags"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's route")
+def test_a_bfloat16_run_gets_the_route_its_products_run_on_and_evaluates_on_it(tmp_path):
+    """With YNNPACK's matrix products (the float32 route) XLA:CPU refused resnet20's bfloat16 step
+    (a bfloat16 product accumulating in float32); bfloat16 runs get XLA's emitter, eval the run's route."""
+    import os
+    import subprocess
+    import sys
+
+    import jaxlib.version
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXCNN_CPU_CONVOLUTIONS")}
+    args = "train --model resnet20 --dataset synthetic --dtype bfloat16 --epochs 1 --max-steps 1 --no-plots --out"
+    run = lambda *argv: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "jaxcnn", *argv], env=env, capture_output=True, text=True, timeout=300
+    )
+    trained = run(*args.split(), str(tmp_path))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    flags = json.loads((tmp_path / "summary.json").read_text())["environment"]["xla_flags"]
+    if jaxlib.version.__version__.startswith("0.10."):
+        assert flags == xla_cpu.XLA_CPU_ROUTES["bfloat16"] != xla_cpu.XLA_CPU_CONVOLUTIONS
+    evaluated = run("eval", "--checkpoint", str(tmp_path))
+    assert evaluated.returncode == 0 and "accuracy" in evaluated.stdout, evaluated.stderr[-3000:]

@@ -55,6 +55,7 @@ __all__ = [
     "load_checkpoint",
     "with_validation",
     "calibrated",
+    "checkpoint_dtype",
     "privacy_of",
     "SPLIT_FILE",
 ]
@@ -109,9 +110,9 @@ class TrainOptions(NamedTuple):
 def main(options: TrainOptions) -> int:
     """``jaxcnn train``: resolve ``options`` (route, processes, configuration, devices), train, report.
     Process 0 writes the summary and plots and prints the result; returns the exit status."""
-    xla_cpu.prefer_xla_cpu_convolutions()  # first: XLA reads its flags when the backend starts
+    config = _config(options)  # plain Python and a checkpoint's header: no JAX computation yet
+    xla_cpu.prefer_xla_cpu_convolutions(config.dtype)  # before the backend starts: XLA reads its flags then
     _join_processes(options)  # then: jax.distributed.initialize must precede any JAX computation
-    config = _config(options)
     out = Path(options.out or f"runs/{config.model}-{config.dataset}")
     mesh = distributed.check_mesh(distributed.make_mesh(options.devices, arg="--devices"), config.batch_size)
     data = with_validation(load_data(config), config, out, recorded=options.resume)
@@ -443,17 +444,27 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
 WHICH = ("best", "last")  # jaxcnn eval --which: best.msgpack (the best validation) or checkpoint.msgpack
 
 
+def _checkpoint_name(directory: Path, which: str | None) -> str:
+    if which is not None and which not in WHICH:
+        raise unknown_choice("checkpoint", which, WHICH)
+    if which is None:
+        which = "best" if (directory / checkpoint.BEST_NAME).is_file() else "last"
+    return checkpoint.BEST_NAME if which == "best" else checkpoint.CHECKPOINT_NAME
+
+
+def checkpoint_dtype(directory: str | Path, which: str | None = None) -> str:
+    """The compute dtype the run in ``directory`` trained with (its route is chosen before JAX starts)."""
+    saved = checkpoint.read_meta(Path(directory), name=_checkpoint_name(Path(directory), which))["config"]
+    return saved.get("dtype", "float32")
+
+
 def load_checkpoint(directory: str | Path, data_dir: str | None = None, which: str | None = None):
     """The run a ``jaxcnn train`` left in ``directory``: ``(config, checkpoint meta, model, train state,
     dataset)``, the model as trained (GoogLeNet with its auxiliary heads) and the dataset with the run's
     validation split. ``which``: "last" (``checkpoint.msgpack``), "best" (``best.msgpack``, the best
     validation accuracy), or None: the best when there is one, else the last."""
-    if which is not None and which not in WHICH:
-        raise unknown_choice("checkpoint", which, WHICH)
     directory = Path(directory)
-    if which is None:
-        which = "best" if (directory / checkpoint.BEST_NAME).is_file() else "last"
-    name = checkpoint.BEST_NAME if which == "best" else checkpoint.CHECKPOINT_NAME
+    name = _checkpoint_name(directory, which)
     saved = checkpoint.read_meta(directory, name=name)["config"]
     config = resolve_config({}, saved if data_dir is None else {**saved, "data_dir": data_dir})
     data = with_validation(load_data(config), config, directory, recorded=True)
