@@ -417,7 +417,7 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
                 "delta": config.dp_delta,
                 "noise_multiplier": config.dp_noise,
                 "clip": config.dp_clip,
-                "accountant": "pld",
+                "accountant": privacy_of(config).accountant,  # the DPConfig fit accounted with
             }
             if result.epsilon is not None
             else {}
