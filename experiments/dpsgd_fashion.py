@@ -12,9 +12,13 @@ divides by the expected batch q N, and takes an SGD step with momentum 0.9. The 
 nothing is chosen here, so all 60,000 training images are used and the test set is read once, at the end.
 They report 86.0% at epsilon = 3 (delta = 1e-5) by their accounting; the PLD accountant gives about 2.4
 for the same run. Results (each seed's, and the mean) go to ``experiments/results/dpsgd_fashion.json``.
+
+``--augmult K`` (with ``--crop-pad``, ``--flip``) draws K augmentations of every sampled example and clips
+the mean of their gradients (De et al., 2022's augmentation multiplicity; the same privacy cost).
 """
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ import optax
 from jaxcnn import data, models, privacy
 
 RESULTS = Path(__file__).resolve().parent / "results"
+AUGMENT = 0xA06  # the fold_in tag of a step's augmentation key (apart from its sample and noise keys)
 
 
 def build(ops):
@@ -57,10 +62,23 @@ def main(argv=None) -> int:
         default=0.0,
         help="fraction of the training set held out for validation (stratified, from the seed)",
     )
+    parser.add_argument(
+        "--augmult",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="augmentation multiplicity (De et al., 2022): K random crops/flips of every sampled example, "
+        "whose mean gradient is clipped (0: no augmentation); several values (with --val): one training "
+        "each, the validation split chooses",
+    )
+    parser.add_argument("--crop-pad", type=int, default=2, help="with --augmult: translations of up to this")
+    parser.add_argument("--flip", action="store_true", help="with --augmult: random horizontal flips too")
     parser.add_argument("--name", default="dpsgd_fashion", help="results file experiments/results/NAME.json")
     args = parser.parse_args(argv)
     if args.ema and not args.val:
         parser.error("--ema needs --val: the validation split chooses among the averages")
+    if len(args.augmult) > 1 and not args.val:
+        parser.error("several --augmult values need --val: the validation split chooses among them")
     fashion = data.load("fashion-mnist")
     runs = [run(args, seed, fashion) for seed in args.seeds]
     accuracies = [r["test_accuracy"] for r in runs]
@@ -81,11 +99,32 @@ def _split(fashion, fraction: float, seed: int):
 
 
 def run(args, seed: int, fashion) -> dict:
-    """One seed: train (on all 60,000 images, or all but ``--val``), choose among the raw parameters and their
-    averages on the validation split, then read the test set once, for the chosen parameters."""
+    """One seed: train once per ``--augmult`` value (on all 60,000 images, or all but ``--val``), choose among
+    the raw parameters and their averages of every training on the validation split, then read the test set
+    once, for the chosen parameters."""
     (x_np, y_np), val = _split(fashion, args.val, seed)
-    x_train, y_train = jnp.asarray(x_np), jnp.asarray(y_np)
-    n = len(y_np)
+    trainings = [train(args, seed, k, jnp.asarray(x_np), jnp.asarray(y_np)) for k in args.augmult]
+    candidates = {name: p for t in trainings for name, p in t.pop("candidates").items()}
+    model = build(__import__("jaxcnn").ops)
+    _, _, state = model.init(jax.random.key(seed), (1, 28, 28, 1))
+    predict = jax.jit(lambda p, x: jnp.argmax(model.apply(p, state, x)[0], -1))
+    val_accuracy = {}
+    if val is not None:  # the validation split chooses; the test set is read once, for the chosen parameters
+        val_accuracy = {k: float(jnp.mean(predict(p, jnp.asarray(val[0])) == jnp.asarray(val[1])))
+                        for k, p in candidates.items()}  # fmt: skip
+    chosen = max(val_accuracy, key=val_accuracy.get) if val_accuracy else next(iter(candidates))
+    accuracy = float(jnp.mean(predict(candidates[chosen], jnp.asarray(fashion.x_test)) == jnp.asarray(fashion.y_test)))
+    record = {"seed": seed, "model": "tanh_cnn", **trainings[0], "val_accuracy": val_accuracy, "chosen": chosen,
+              "test_accuracy": accuracy, **({"trainings": trainings} if len(trainings) > 1 else {}),
+              "paper": "86.0% at epsilon 3 (Tramer & Boneh 2021, their accounting)"}  # fmt: skip
+    print(json.dumps({k: v for k, v in record.items() if k != "trainings"}, indent=1), flush=True)
+    return record
+
+
+def train(args, seed: int, augmult: int, x_train, y_train) -> dict:
+    """One DP-SGD training: its record (with ``train_wall_s``) and its candidates (the raw parameters and
+    their averages), named after ``augmult`` where more than one is trained."""
+    n = len(y_train)
     q = args.batch / n
     steps = round(args.epochs * n / args.batch)
     sigma = args.sigma if args.target_epsilon is None else privacy.calibrate_noise(args.target_epsilon, q, steps,
@@ -96,18 +135,25 @@ def run(args, seed: int, fashion) -> dict:
     optimizer = optax.sgd(args.lr, momentum=0.9)
     opt_state = optimizer.init(params)
     step = privacy.make_dp_step(build, privacy.per_example_cross_entropy, optimizer, clip=args.clip,
-                                noise_multiplier=sigma, expected_batch_size=q * n)  # fmt: skip
+                                noise_multiplier=sigma, expected_batch_size=q * n,
+                                augmult=max(augmult, 1))  # fmt: skip
+    views = jax.jit(lambda key, x: privacy.augmented_views(
+        key, x, functools.partial(data.augment, crop_pad=args.crop_pad, flip=args.flip), augmult))  # fmt: skip
     average = jax.jit(lambda avgs, p: [optax.incremental_update(p, avg, 1 - d) for d, avg in zip(args.ema, avgs)])
     averages = [params] * len(args.ema)
     sample = jax.jit(lambda key: privacy.poisson_batch(key, n, q, capacity))
-    print(f"tanh_cnn, seed {seed}, {steps} steps at q = {q:.5f} (expected batch {args.batch}, capacity {capacity}), "
-          f"C = {args.clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9", flush=True)  # fmt: skip
+    print(f"tanh_cnn, seed {seed}, augmult {augmult}, {steps} steps at q = {q:.5f} (expected batch {args.batch}, "
+          f"capacity {capacity}), C = {args.clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9",
+          flush=True)  # fmt: skip
     key = jax.random.key(seed + 1)
     start, sizes = time.perf_counter(), []
     for t in range(steps):
         sample_key, noise_key = jax.random.split(jax.random.fold_in(key, t))
         indices, mask, size = sample(sample_key)
-        params, opt_state, norms = step(params, state, opt_state, x_train[indices], y_train[indices], mask, noise_key)
+        x, y = x_train[indices], y_train[indices]
+        if augmult:  # each example's views in consecutive rows
+            x, y = views(jax.random.fold_in(jax.random.fold_in(key, t), AUGMENT), x), jnp.repeat(y, augmult)
+        params, opt_state, norms = step(params, state, opt_state, x, y, mask, noise_key)
         averages = average(averages, params) if args.ema else averages
         sizes.append(size)
         if (t + 1) % max(steps // 10, 1) == 0:
@@ -115,27 +161,17 @@ def run(args, seed: int, fashion) -> dict:
                   f"{np.mean(sizes[-10:]):.0f}, {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     train_s = time.perf_counter() - start
     sizes = np.asarray(sizes)
-    predict = jax.jit(lambda p, x: jnp.argmax(model.apply(p, state, x)[0], -1))
-    candidates = {"raw": params, **{f"ema {d}": avg for d, avg in zip(args.ema, averages)}}
-    val_accuracy = {}
-    if val is not None:  # the validation split chooses; the test set is read once, for the chosen parameters
-        val_accuracy = {k: float(jnp.mean(predict(p, jnp.asarray(val[0])) == jnp.asarray(val[1])))
-                        for k, p in candidates.items()}  # fmt: skip
-    chosen = max(val_accuracy, key=val_accuracy.get) if val_accuracy else "raw"
-    accuracy = float(jnp.mean(predict(candidates[chosen], jnp.asarray(fashion.x_test)) == jnp.asarray(fashion.y_test)))
-    record = {
-        "seed": seed, "model": "tanh_cnn", "params": models.count_params(params), "train_examples": n,
-        "steps": steps, "sampling_rate": q,
+    prefix = f"augmult {augmult} " if len(args.augmult) > 1 else ""
+    candidates = {f"{prefix}raw": params, **{f"{prefix}ema {d}": avg for d, avg in zip(args.ema, averages)}}
+    return {
+        "params": models.count_params(params), "train_examples": n, "steps": steps, "sampling_rate": q,
         "expected_batch": args.batch, "capacity": capacity, "batches_over_capacity": int(np.sum(sizes > capacity)),
-        "mean_batch": float(sizes.mean()), "clip": args.clip,
-        "noise_multiplier": sigma, "lr": args.lr, "delta": args.delta, "val_accuracy": val_accuracy,
-        "chosen": chosen, "test_accuracy": accuracy,
+        "mean_batch": float(sizes.mean()), "clip": args.clip, "noise_multiplier": sigma, "lr": args.lr,
+        "delta": args.delta, "augmult": augmult, **({"crop_pad": args.crop_pad, "flip": args.flip} if augmult else {}),
         "epsilon_pld": privacy.epsilon(sigma, q, steps, args.delta),
         "epsilon_rdp": privacy.epsilon(sigma, q, steps, args.delta, accountant="rdp"),
-        "train_wall_s": round(train_s, 1), "paper": "86.0% at epsilon 3 (Tramer & Boneh 2021, their accounting)",
+        "train_wall_s": round(train_s, 1), "candidates": candidates,
     }  # fmt: skip
-    print(json.dumps(record, indent=1), flush=True)
-    return record
 
 
 if __name__ == "__main__":

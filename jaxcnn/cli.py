@@ -326,6 +326,10 @@ def _add_privacy(tr) -> None:
                     help="train privately with this noise multiplier (instead of --dp-epsilon)")  # fmt: skip
     dp.add_argument("--dp-clip", type=POSITIVE_FLOAT, metavar="C", help="per-example gradient norm bound (default 1)")
     dp.add_argument("--dp-delta", type=POSITIVE_FLOAT, metavar="DELTA", help="delta of (epsilon, delta) (default 1e-5)")
+    dp.add_argument("--dp-augmult", type=POSITIVE_INT, metavar="K",
+                    help="augmentation multiplicity (De et al., 2022): K augmentations of each sampled example "
+                    "(with --augment), the mean of their gradients clipped; the same privacy cost "
+                    "(default 1)")  # fmt: skip
 
 
 def _add_scaling_out(tr) -> None:

@@ -60,6 +60,40 @@ def test_the_step_is_the_noisy_clipped_sum_of_its_poisson_batch(tiny):
     assert abs(float(metrics["clipped"]) - np.mean(np.asarray(norms)[kept] > DP.clip)) < 1e-6
 
 
+def test_with_augmult_the_step_clips_the_mean_of_each_examples_augmented_views(tiny):
+    """DPConfig(augmult=3): the step draws three augmentations of every sampled example from its augment key
+    and clips each example's mean gradient over them (the metrics count every view of the kept examples)."""
+    opt, dp = optax.sgd(0.3), DP._replace(augmult=3)
+    indices, mask = train_dp.PoissonSampler(0, len(tiny.x_train), 16 / len(tiny.x_train))(2)
+    x, y = jnp.asarray(tiny.x_train[indices]), jnp.asarray(tiny.y_train[indices])
+    state = train.init_train_state(_small(jaxcnn.ops), x.shape, opt, seed=0)._replace(step=jnp.int32(2))
+
+    def augment(key, x):
+        return x + 0.5 * jax.random.normal(key, x.shape, x.dtype)
+
+    step = train_dp.make_dp_train_step(_small, opt, train.cross_entropy_loss, dp, expected_batch_size=16.0,
+                                       augment=augment)  # fmt: skip
+    new, metrics = step(state, x, y, jnp.asarray(mask))
+
+    augment_key, _, noise_key = jax.random.split(jax.random.fold_in(state.key, 2), 3)
+    views = privacy.augmented_views(augment_key, x, augment, 3)
+    total, _ = privacy.clipped_grad_sum(_small, privacy.per_example_cross_entropy, state.params, state.model_state,
+                                        (views, jnp.repeat(y, 3)), clip=dp.clip, mask=mask, augmult=3)  # fmt: skip
+    grads = privacy.add_noise(total, clip=dp.clip, noise_multiplier=dp.noise_multiplier, expected_batch_size=16.0,
+                              noise_key=noise_key)  # fmt: skip
+    expected = optax.apply_updates(state.params, opt.update(grads, opt.init(state.params))[0])
+    for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    logits, _ = _small(jaxcnn.ops).apply(state.params, state.model_state, views)
+    kept = np.repeat(np.asarray(mask, bool), 3)
+    accuracy = np.mean((np.argmax(np.asarray(logits), -1) == np.repeat(np.asarray(y), 3))[kept])
+    assert abs(float(metrics["accuracy"]) - accuracy) < 1e-6
+    with pytest.raises(errors.ConfigError, match=r"augmult=3 draws augmentations of each example; give augment"):
+        train_dp.make_dp_train_step(_small, opt, train.cross_entropy_loss, dp, expected_batch_size=16.0)
+    with pytest.raises(errors.ConfigError, match=r"augmult must be a positive integer, got 0"):
+        DP._replace(augmult=0).checked()
+
+
 def test_fit_steps_through_the_samplers_batches_by_global_step(tiny):
     """fit's private run equals the step applied by hand to sampler(t) for t = 0, 1, ... (into epoch 2)."""
     result = train.fit(_small, tiny, epochs=2, batch_size=16, optimizer=optax.sgd(0.3), privacy=DP, max_steps=8,
@@ -119,7 +153,7 @@ def test_cli_dp_noise_trains_and_writes_epsilon(tmp_path, capsys):
     require_module("dp_accounting", "pip install 'jaxcnn[dp]'", "JAXCNN_REQUIRE_DP")
     out = tmp_path / "run"
     argv = (f"train --dataset synthetic --model tanh_cnn --epochs 2 --batch-size 32 --optimizer momentum --lr 0.1 "
-            f"--dp-noise 1.1 --dp-clip 0.5 --no-plots --out {out}").split()  # fmt: skip
+            f"--dp-noise 1.1 --dp-clip 0.5 --augment --dp-augmult 2 --no-plots --out {out}").split()  # fmt: skip
     code, stdout, stderr = _cli(argv, capsys)
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -128,6 +162,7 @@ def test_cli_dp_noise_trains_and_writes_epsilon(tmp_path, capsys):
     assert summary["steps"] == steps
     assert summary["epsilon"] == pytest.approx(privacy.epsilon(1.1, 32 / n, steps, 1e-5))
     assert summary["noise_multiplier"] == 1.1 and summary["clip"] == 0.5 and summary["delta"] == 1e-5
+    assert summary["augmult"] == 2 and summary["config"]["dp_augmult"] == 2
     assert f"epsilon {summary['epsilon']:.3f}" in stdout
     assert "epoch 2: val loss" in stderr and f"epsilon {summary['epsilon']:.3f}" in stderr.splitlines()[-1]
 
@@ -139,6 +174,8 @@ def test_cli_dp_noise_trains_and_writes_epsilon(tmp_path, capsys):
         ("--dp-clip 0.1", "--dp-clip 0.1 applies to private training: add --dp-epsilon or --dp-noise"),
         ("--dp-noise 1 --dtype bfloat16", "private training computes in float32, got --dtype bfloat16"),
         ("--dp-noise 1 --dp-delta 1.5", r"--dp-delta must be in \(0, 1\), got 1.5"),
+        ("--dp-augmult 2", "--dp-augmult 2 applies to private training: add --dp-epsilon or --dp-noise"),
+        ("--dp-noise 1 --dp-augmult 3", "--dp-augmult 3 draws augmentations of each example: add --augment"),
         pytest.param(
             "--dp-noise 1 --model resnet20", r"the BatchNorm at params .* use GroupNorm", marks=pytest.mark.slow
         ),  # fmt: skip

@@ -27,6 +27,17 @@ def _mixed(ops):
     )  # fmt: skip
 
 
+def _phased(ops):
+    """Windows a whole number of strides, undilated: patches taken by stride phase (odd input sizes,
+    padding, a stride of (2, 1), groups, depthwise with a multiplier)."""
+    L = bind(ops)
+    return serial(
+        L.Conv(6, (4, 3), stride=(2, 1), padding=1), L.Tanh,
+        L.Conv(4, (2, 4), stride=2, groups=2, padding=((0, 1), (1, 1))), L.Relu,
+        L.DepthwiseConv((2, 2), depth_multiplier=2, stride=2), L.Flatten, L.Dense(4),
+    )  # fmt: skip
+
+
 def _signal(ops):
     L = bind(ops)
     return serial(L.Conv(5, 4, stride=3, padding="SAME"), L.Tanh, L.SeparableConv(4, 3, padding=1), L.Dense(3),
@@ -44,6 +55,7 @@ def _one_conv(ops):
 
 NETS = {
     "mixed-2d": (_mixed, (5, 12, 12, 4)),
+    "phased-2d": (_phased, (4, 13, 15, 2)),
     "signal-1d": (_signal, (4, 11, 2)),  # the dense layer sees a sequence: T = 4 positions
     "volume-3d": (_volume, (3, 4, 4, 3, 2)),
     "one-conv": (_one_conv, (3, 3, 1)),  # outputs (3, 1, 4): 4 "classes" at one position
@@ -87,7 +99,7 @@ NORM_CASES = [
         name,
         ghost,
         marks=[]
-        if name in ("mixed-2d", "one-conv") and (ghost == "auto" or name == "mixed-2d")
+        if name in ("mixed-2d", "one-conv", "phased-2d") and (ghost == "auto" or name == "mixed-2d")
         else [pytest.mark.slow],
     )  # fmt: skip
     for name in NETS
@@ -108,8 +120,8 @@ def test_the_auto_rule_picks_ghost_or_formed_per_layer(monkeypatch):
     its second (T = 25, D = 256, p = 32) and its dense layers (T = 1) are ghost."""
     chosen = []
     real_ghost, real_formed = privacy._ghost, privacy._formed
-    monkeypatch.setattr(privacy, "_ghost", lambda u, dz: chosen.append(("ghost", u.shape[1])) or real_ghost(u, dz))
-    monkeypatch.setattr(privacy, "_formed", lambda u, dz: chosen.append(("formed", u.shape[1])) or real_formed(u, dz))
+    monkeypatch.setattr(privacy, "_ghost", lambda u, dz: chosen.append(("ghost", u.shape[-1])) or real_ghost(u, dz))
+    monkeypatch.setattr(privacy, "_formed", lambda u, dz: chosen.append(("formed", u.shape[-1])) or real_formed(u, dz))
     build, _, params, state, x, y = _setup("tanh_cnn")
     jax.eval_shape(lambda p, x: privacy.per_example_grad_norms(build, loss, p, state, (x, y)), params, x)  # traced
     assert chosen == [("formed", 169), ("ghost", 25), ("ghost", 1), ("ghost", 1)]
@@ -120,9 +132,11 @@ SUM_CASES = [
     pytest.param(
         name,
         method,
-        marks=[] if (name, method) in {("one-conv", "two-pass"), ("mixed-2d", "bookkeeping")} else [pytest.mark.slow],
+        marks=[]
+        if (name, method) in {("one-conv", "two-pass"), ("mixed-2d", "bookkeeping"), ("phased-2d", "bookkeeping")}
+        else [pytest.mark.slow],
     )  # fmt: skip
-    for name in ("one-conv", "mixed-2d", "signal-1d", "volume-3d")
+    for name in ("one-conv", "mixed-2d", "phased-2d", "signal-1d", "volume-3d")
     for method in privacy.METHODS
 ]
 
@@ -140,6 +154,77 @@ def test_the_clipped_sum_equals_clipping_materialised_gradients(name, method):
     np.testing.assert_allclose(got_norms, norms, rtol=1e-10)
     for a, b in zip(jax.tree_util.tree_leaves(total), jax.tree_util.tree_leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [pytest.param("mixed-2d", marks=pytest.mark.slow), "phased-2d"])
+def test_chunks_of_examples_give_the_same_norms_and_sum(name, monkeypatch):
+    """Norms taken a few examples at a time (:data:`privacy.CHUNK_BYTES` small enough for one example per
+    chunk, then two where the batch divides) equal those of the whole batch at once, and so does the clipped
+    sum formed from them; also with two views of each example (``augmult=2``)."""
+    build, model, params, state, x, y = _setup(name)
+    pairs = (jnp.repeat(x, 2, axis=0) + 0.1 * jax.random.normal(jax.random.key(3), (2 * len(x), *x.shape[1:])),
+             jnp.repeat(y, 2))  # fmt: skip
+    for batch, augmult in (((x, y), 1), (pairs, 2)):
+        monkeypatch.undo()
+        whole = privacy.clipped_grad_sum(build, loss, params, state, batch, clip=0.3, augmult=augmult)
+        for per_chunk in [k for k in (1, 2) if x.shape[0] % k == 0]:
+            monkeypatch.setattr(privacy, "_chunk_size", lambda n, _, k=per_chunk: k)
+            chunked = privacy.clipped_grad_sum(build, loss, params, state, batch, clip=0.3, augmult=augmult)
+            for a, b in zip(jax.tree_util.tree_leaves(chunked), jax.tree_util.tree_leaves(whole), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "name, method", [("mixed-2d", "bookkeeping"), pytest.param("phased-2d", "two-pass", marks=pytest.mark.slow)]
+)
+def test_augmult_views_are_one_example_each(name, method):
+    """With augmentation multiplicity K an example's gradient is that of the mean of its K views' losses:
+    the norms and the clipped sum equal those of such gradients, materialised example by example."""
+    build, model, params, state, x, y = _setup(name)
+    views = 3
+    xv = privacy.augmented_views(jax.random.key(5), x, lambda k, x: x + jax.random.normal(k, x.shape), views)
+    yv = jnp.repeat(y, views)
+    shifts = privacy.augmented_views(jax.random.key(5), x, lambda k, x: x + jax.random.normal(k, ()), views)
+    offsets = np.asarray(shifts).reshape(x.shape[0], views, -1) - np.asarray(x).reshape(x.shape[0], 1, -1)
+    np.testing.assert_allclose(offsets, offsets[:1, :, :1] + 0 * offsets, atol=1e-12)  # row i K + k: view k of i
+    assert len(np.unique(np.round(offsets[0, :, 0], 9))) == views
+
+    def mean_of_views(p, xi, yi):
+        out, _ = model.apply(p, state, xi, train=True)
+        return jnp.mean(loss(out, yi))
+
+    grads = jax.vmap(jax.grad(mean_of_views), in_axes=(None, 0, 0))(
+        params, xv.reshape(x.shape[0], views, *x.shape[1:]), yv.reshape(-1, views)
+    )
+    norms = _norms(grads, x.shape[0])
+    clip = float(np.median(norms))
+    mask = (np.arange(x.shape[0]) != 2).astype(int)
+    factors = np.minimum(1, clip / (norms + 1e-6)) * mask
+    expected = jax.tree_util.tree_map(lambda g: np.tensordot(factors, np.asarray(g), 1), grads)
+    got = privacy.per_example_grad_norms(build, loss, params, state, (xv, yv), augmult=views)
+    np.testing.assert_allclose(got, norms, rtol=1e-10)
+    total, _ = privacy.clipped_grad_sum(build, loss, params, state, (xv, yv), clip=clip, mask=mask, method=method,
+                                        augmult=views)  # fmt: skip
+    for a, b in zip(jax.tree_util.tree_leaves(total), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_augmult_is_checked_naming_its_value():
+    build, _, params, state, x, y = _setup("one-conv")
+    with pytest.raises(errors.ConfigError, match=r"augmult must be a positive integer, got 0"):
+        privacy.per_example_grad_norms(build, loss, params, state, (x, y), augmult=0)
+    with pytest.raises(errors.ConfigError, match=r"augmult=2 views per example need a multiple of 2 rows, got 3"):
+        privacy.clipped_grad_sum(build, loss, params, state, (x, y), clip=1.0, augmult=2)
+
+
+def test_the_chunk_size_divides_the_batch_within_the_bytes_it_is_given(monkeypatch):
+    monkeypatch.setattr(privacy, "CHUNK_BYTES", 1000)
+    assert privacy._chunk_size(2048, 10) == 64  # at most 100 examples, and a divisor of 2048
+    assert privacy._chunk_size(90, 10) == 90  # all of them fit
+    assert privacy._chunk_size(2318, 10) == 61  # 2318 = 2 x 19 x 61
+    assert privacy._chunk_size(2368, 10) == 64  # 2368 = 64 x 37: 64 before 74, a multiple of 8 first
+    assert privacy._chunk_size(2311, 10) == 2311  # a prime: no divisor in [25, 100], one chunk
+    assert privacy._chunk_size(4096, 10**6) == 1  # one example already past the bytes
 
 
 def test_an_unreachable_clip_gives_the_batch_gradient_and_one_example_moves_the_sum_by_at_most_c():
@@ -230,6 +315,17 @@ def test_poisson_batches_sample_each_example_independently_at_the_rate():
     np.testing.assert_array_equal(again[0], sample(jax.random.key(7))[0])
     with pytest.raises(errors.ConfigError, match=r"rate must be in \(0, 1\], got 1.5"):
         privacy.poisson_capacity(n, 1.5)
+
+
+def test_large_capacities_are_a_multiple_of_64_within_64_of_six_sigmas():
+    """Tramer & Boneh's q = 2048 / 60000: mean + 6 sigma + 1 = 2,316 rows, rounded to 2,368 = 64 x 37 (so the
+    norms' chunks of 64 examples divide it); below 1,024 the capacity is the formula's own."""
+    q = 2048 / 60000
+    bound = math.ceil(2048 + 6 * math.sqrt(2048 * (1 - q))) + 1
+    assert privacy.poisson_capacity(60000, q) == 2368 and bound == 2316
+    assert privacy.poisson_capacity(20000, 0.05) == 1216  # 1,186 rounded up
+    assert privacy.poisson_capacity(20000, 0.04) == math.ceil(800 + 6 * math.sqrt(800 * 0.96)) + 1 == 968
+    assert privacy.poisson_capacity(1100, 0.99) == 1100  # never more rows than examples
 
 
 def _gaussian_delta(eps, mu):

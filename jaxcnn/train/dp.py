@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from .. import distributed, privacy
+from ..errors import ConfigError
 from .step import TrainState
 
 __all__ = ["SAMPLER", "PoissonSampler", "make_dp_train_step"]
@@ -72,13 +73,18 @@ def make_dp_train_step(
     def per_example(out, y):
         return jax.vmap(lambda o, t: loss(o[None], t[None]))(out, y)
 
+    if dp.augmult > 1 and augment is None:
+        raise ConfigError(f"privacy: augmult={dp.augmult} draws augmentations of each example; give augment")
+
     def step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array):
         augment_key, dropout_key, noise_key = jax.random.split(jax.random.fold_in(state.key, state.step), 3)
-        if augment is not None:
+        if dp.augmult > 1:
+            x, y = privacy.augmented_views(augment_key, x, augment, dp.augmult), jnp.repeat(y, dp.augmult)
+        elif augment is not None:
             x = augment(augment_key, x)
         total, norms, out = privacy.clipped_sum_and_outputs(
             build, per_example, state.params, state.model_state, (x, y), clip=dp.clip, mask=mask, key=dropout_key,
-            ghost=dp.ghost, method=dp.method,
+            ghost=dp.ghost, method=dp.method, augmult=dp.augmult,
         )  # fmt: skip
         grads = privacy.add_noise(total, clip=dp.clip, noise_multiplier=dp.noise_multiplier,
                                   expected_batch_size=expected_batch_size, noise_key=noise_key)  # fmt: skip
@@ -86,10 +92,11 @@ def make_dp_train_step(
         params = optax.apply_updates(state.params, updates)
         kept = mask.astype(jnp.float32)
         count = jnp.maximum(jnp.sum(kept), 1.0)
+        views = jnp.repeat(kept, dp.augmult)  # loss and accuracy over every view of the kept examples
         correct = jnp.argmax(out.reshape(out.shape[0], -1), axis=-1) == y
         metrics = {
-            "loss": jnp.sum(kept * per_example(out, y)) / count,
-            "accuracy": jnp.sum(kept * correct) / count,
+            "loss": jnp.sum(views * per_example(out, y)) / (count * dp.augmult),
+            "accuracy": jnp.sum(views * correct) / (count * dp.augmult),
             "clipped": jnp.sum(kept * (norms > dp.clip)) / count,
         }
         return TrainState(params, state.model_state, opt_state, state.step + 1, state.key), metrics

@@ -376,6 +376,8 @@ def _set_up(model: Layer | Callable, data: Any, config: FitConfig) -> tuple[Loop
     identity = {"seed": config.seed, "batch_size": config.batch_size, "epochs": config.epochs}
     if config.privacy is not None:  # a private run resumes only with the noise and clip it was accounted with
         identity["privacy"] = {k: getattr(config.privacy, k) for k in ("clip", "noise_multiplier", "delta")}
+        if getattr(config.privacy, "augmult", 1) != 1:  # (runs without it keep the identity they had)
+            identity["privacy"]["augmult"] = config.privacy.augmult
     validation = bool(getattr(data, "has_validation", False))
     test_every_epoch = config.eval_test_every_epoch if config.eval_test_every_epoch is not None else not validation
     donate = _donates(config.donate, mesh)

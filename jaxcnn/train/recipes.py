@@ -87,6 +87,7 @@ class RunConfig:
     dp_noise: float | None = None  # DP-SGD: the noise multiplier (given, or calibrated from dp_epsilon)
     dp_clip: float | None = None  # DP-SGD: the per-example gradient norm bound (default 1 when private)
     dp_delta: float | None = None  # DP-SGD: delta (default 1e-5 when private)
+    dp_augmult: int | None = None  # DP-SGD: augmentations per sampled example (default 1 when private)
 
     @property
     def private(self) -> bool:
@@ -126,7 +127,7 @@ def _private(config: RunConfig) -> RunConfig:
     if config.dp_epsilon is not None and config.dp_noise is not None:
         raise ConfigError(f"give --dp-epsilon or --dp-noise, not both; got {config.dp_epsilon} and {config.dp_noise}")
     if not config.private:
-        extra = [f"--{k.replace('_', '-')} {getattr(config, k)}" for k in ("dp_clip", "dp_delta")
+        extra = [f"--{k.replace('_', '-')} {getattr(config, k)}" for k in ("dp_clip", "dp_delta", "dp_augmult")
                  if getattr(config, k) is not None]  # fmt: skip
         if extra:
             raise ConfigError(f"{', '.join(extra)} applies to private training: add --dp-epsilon or --dp-noise")
@@ -135,4 +136,7 @@ def _private(config: RunConfig) -> RunConfig:
         raise ConfigError(f"private training computes in float32, got --dtype {config.dtype}")
     if config.dp_delta is not None and not 0 < config.dp_delta < 1:
         raise ConfigError(f"--dp-delta must be in (0, 1), got {config.dp_delta}")
-    return dataclasses.replace(config, dp_clip=config.dp_clip or 1.0, dp_delta=config.dp_delta or 1e-5)
+    if (config.dp_augmult or 1) > 1 and not config.augment:
+        raise ConfigError(f"--dp-augmult {config.dp_augmult} draws augmentations of each example: add --augment")
+    return dataclasses.replace(config, dp_clip=config.dp_clip or 1.0, dp_delta=config.dp_delta or 1e-5,
+                               dp_augmult=config.dp_augmult or 1)  # fmt: skip

@@ -100,6 +100,7 @@ class TrainOptions(NamedTuple):
     dp_noise: float | None = None
     dp_clip: float | None = None
     dp_delta: float | None = None
+    dp_augmult: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +166,8 @@ def privacy_of(config: RunConfig):
         return None
     from .. import privacy
 
-    return privacy.DPConfig(clip=config.dp_clip, noise_multiplier=config.dp_noise, delta=config.dp_delta)
+    return privacy.DPConfig(clip=config.dp_clip, noise_multiplier=config.dp_noise, delta=config.dp_delta,
+                            augmult=config.dp_augmult or 1)  # fmt: skip
 
 
 def _join_processes(options: TrainOptions) -> None:
@@ -417,6 +419,7 @@ def write_summary(out: Path, config: RunConfig, setup: Setup, data, result: FitR
                 "delta": config.dp_delta,
                 "noise_multiplier": config.dp_noise,
                 "clip": config.dp_clip,
+                "augmult": privacy_of(config).augmult,
                 "accountant": privacy_of(config).accountant,  # the DPConfig fit accounted with
             }
             if result.epsilon is not None
