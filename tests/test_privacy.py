@@ -93,13 +93,13 @@ def _norms(grads, n):
 
 
 # Every layer kind (mixed-2d) with the per-layer rule and forced down each branch, and the one-layer net, in
-# the default tier; the 1-D and 3-D nets and tanh_cnn (its rule is checked below) in the slow one.
+# the default tier; the phased, 1-D and 3-D nets and tanh_cnn (its rule is checked below) in the slow one.
 NORM_CASES = [
     pytest.param(
         name,
         ghost,
         marks=[]
-        if name in ("mixed-2d", "one-conv", "phased-2d") and (ghost == "auto" or name == "mixed-2d")
+        if name in ("mixed-2d", "one-conv") and (ghost == "auto" or name == "mixed-2d")
         else [pytest.mark.slow],
     )  # fmt: skip
     for name in NETS
@@ -175,7 +175,12 @@ def test_chunks_of_examples_give_the_same_norms_and_sum(name, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name, method", [("mixed-2d", "bookkeeping"), pytest.param("phased-2d", "two-pass", marks=pytest.mark.slow)]
+    "name, method",
+    [
+        ("phased-2d", "bookkeeping"),
+        pytest.param("mixed-2d", "bookkeeping", marks=pytest.mark.slow),
+        pytest.param("phased-2d", "two-pass", marks=pytest.mark.slow),
+    ],
 )
 def test_augmult_views_are_one_example_each(name, method):
     """With augmentation multiplicity K an example's gradient is that of the mean of its K views' losses:
