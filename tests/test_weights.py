@@ -34,7 +34,7 @@ def _random_weights(name, num_classes, seed=0):
     )
     _, params, state = _abstract(model)
     rng = np.random.default_rng(seed)
-    fill = lambda s: rng.standard_normal(s.shape).astype(np.float32) * 0.05 + (1.0 if s.ndim == 1 else 0.0)
+    fill = lambda s: rng.standard_normal(s.shape, np.float32) * np.float32(0.05) + np.float32(s.ndim == 1)
     params, state = jax.tree_util.tree_map(fill, (params, state))
     return models.to_torchvision(name, params, state), params, state
 
@@ -50,6 +50,23 @@ def _small_npz(tmp_path, n_train=48, n_test=16, shape=(32, 32, 3), classes=4, se
     path = tmp_path / "small.npz"
     np.savez(path, **{k: v.astype(np.float32) if k.startswith("x") else v for k, v in split.items()})
     return str(path)
+
+
+def _he_like(model, input_shape, seed=0):
+    """Float64 params and state for ``model`` drawn in numpy from its abstract shapes (compiling the init of a
+    DenseNet takes longer than the test): kernels He-normal over their fan-in, vectors (biases, batch-norm
+    scales, running variances) 1 +- 0.05."""
+    from jaxcnn.layers.core import abstract_init
+
+    _, params, state = abstract_init(model, input_shape)
+    rng = np.random.default_rng(seed)
+
+    def fill(a):
+        if len(a.shape) <= 1:
+            return jnp.asarray(1.0 + 0.05 * rng.standard_normal(a.shape), jnp.float64)
+        return jnp.asarray(rng.standard_normal(a.shape) * np.sqrt(2.0 / np.prod(a.shape[:-1])), jnp.float64)
+
+    return jax.tree_util.tree_map(fill, (params, state))
 
 
 def _abstract(model):
@@ -213,11 +230,11 @@ def test_backbone_stages_have_the_summarys_jumps_and_return_those_feature_maps(n
     for info in bb.feature_info:
         assert info.reduction == max(rows[info.path].jump) and info.channels == rows[info.path].output_shape[-1]
     full = models.build(name)
-    _, params, state = jit_init(full, KEY, shape)
-    params, state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), (params, state))  # no rounding
+    params, state = _he_like(full, shape)  # float64: no rounding
     x = jnp.asarray(np.random.default_rng(0).uniform(size=shape), jnp.float64)
     features, _ = jax.jit(lambda p, s, x: bb.layer.apply(p, s, x))(bb.select(params), bb.select(state), x)
-    captured = inspect.intermediates(full, params, state, x, [info.path for info in bb.feature_info])
+    paths = [info.path for info in bb.feature_info]
+    captured = jax.jit(lambda p, s, x: inspect.intermediates(full, p, s, x, paths))(params, state, x)
     assert len(features) == len(bb.feature_info)
     for info, feature in zip(bb.feature_info, features):
         np.testing.assert_allclose(np.asarray(feature), np.asarray(captured[info.path]), rtol=1e-10, atol=1e-12)
