@@ -14,11 +14,15 @@ They report 86.0% at epsilon = 3 (delta = 1e-5) by their accounting; the PLD acc
 for the same run. Results (each seed's, and the mean) go to ``experiments/results/dpsgd_fashion.json``.
 
 ``--augmult K`` (with ``--crop-pad``, ``--flip``) draws K augmentations of every sampled example and clips
-the mean of their gradients (De et al., 2022's augmentation multiplicity; the same privacy cost).
+the mean of their gradients (De et al., 2022's augmentation multiplicity; the same privacy cost). ``--ws 1``
+standardises both convolutions' kernels (weight standardisation, also De et al.'s). Several values of these
+or of ``--clip`` (with ``--val``) train once per combination; the validation split chooses among all of their
+parameters.
 """
 
 import argparse
 import functools
+import itertools
 import json
 import time
 from pathlib import Path
@@ -34,8 +38,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 AUGMENT = 0xA06  # the fold_in tag of a step's augmentation key (apart from its sample and noise keys)
 
 
-def build(ops):
-    return models.tanh_cnn(ops=ops)
+def builder(ws: int):
+    """The model on an ops namespace: tanh_cnn, with weight standardisation where ``ws``."""
+    return lambda ops: models.tanh_cnn(weight_standardization=bool(ws), ops=ops)
 
 
 def main(argv=None) -> int:
@@ -43,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=float, default=40)
     parser.add_argument("--batch", type=int, default=2048, help="expected batch size q N")
     parser.add_argument("--lr", type=float, default=4.0)
-    parser.add_argument("--clip", type=float, default=0.1)
+    parser.add_argument("--clip", type=float, nargs="+", default=[0.1], help="C (several: one training each)")
     parser.add_argument("--sigma", type=float, default=2.15, help="noise multiplier")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed, one after another")
@@ -71,14 +76,22 @@ def main(argv=None) -> int:
         "whose mean gradient is clipped (0: no augmentation); several values (with --val): one training "
         "each, the validation split chooses",
     )
+    parser.add_argument(
+        "--ws",
+        type=int,
+        nargs="+",
+        choices=[0, 1],
+        default=[0],
+        help="weight standardisation of the convolutions (1) or not (0); both (with --val): one training each",
+    )
     parser.add_argument("--crop-pad", type=int, default=2, help="with --augmult: translations of up to this")
     parser.add_argument("--flip", action="store_true", help="with --augmult: random horizontal flips too")
     parser.add_argument("--name", default="dpsgd_fashion", help="results file experiments/results/NAME.json")
     args = parser.parse_args(argv)
     if args.ema and not args.val:
         parser.error("--ema needs --val: the validation split chooses among the averages")
-    if len(args.augmult) > 1 and not args.val:
-        parser.error("several --augmult values need --val: the validation split chooses among them")
+    if len(_settings(args)) > 1 and not args.val:
+        parser.error("several --augmult, --ws or --clip values need --val: the validation split chooses among them")
     fashion = data.load("fashion-mnist")
     runs = [run(args, seed, fashion) for seed in args.seeds]
     accuracies = [r["test_accuracy"] for r in runs]
@@ -99,21 +112,19 @@ def _split(fashion, fraction: float, seed: int):
 
 
 def run(args, seed: int, fashion) -> dict:
-    """One seed: train once per ``--augmult`` value (on all 60,000 images, or all but ``--val``), choose among
-    the raw parameters and their averages of every training on the validation split, then read the test set
-    once, for the chosen parameters."""
+    """One seed: train once per setting (``--augmult``, ``--ws``, ``--clip``; on all 60,000 images, or all but
+    ``--val``), choose among the raw parameters and their averages of every training on the validation split,
+    then read the test set once, for the chosen parameters."""
     (x_np, y_np), val = _split(fashion, args.val, seed)
-    trainings = [train(args, seed, k, jnp.asarray(x_np), jnp.asarray(y_np)) for k in args.augmult]
-    candidates = {name: p for t in trainings for name, p in t.pop("candidates").items()}
-    model = build(__import__("jaxcnn").ops)
-    _, _, state = model.init(jax.random.key(seed), (1, 28, 28, 1))
-    predict = jax.jit(lambda p, x: jnp.argmax(model.apply(p, state, x)[0], -1))
+    trainings = [train(args, seed, setting, jnp.asarray(x_np), jnp.asarray(y_np)) for setting in _settings(args)]
+    candidates = {name: c for t in trainings for name, c in t.pop("candidates").items()}  # name -> (ws, params)
+    predict = {ws: _predictor(builder(ws)) for ws in args.ws}
+    accuracy_of = lambda name, x, y: float(jnp.mean(predict[candidates[name][0]](candidates[name][1], x) == y))  # noqa: E731
     val_accuracy = {}
     if val is not None:  # the validation split chooses; the test set is read once, for the chosen parameters
-        val_accuracy = {k: float(jnp.mean(predict(p, jnp.asarray(val[0])) == jnp.asarray(val[1])))
-                        for k, p in candidates.items()}  # fmt: skip
+        val_accuracy = {name: accuracy_of(name, jnp.asarray(val[0]), jnp.asarray(val[1])) for name in candidates}
     chosen = max(val_accuracy, key=val_accuracy.get) if val_accuracy else next(iter(candidates))
-    accuracy = float(jnp.mean(predict(candidates[chosen], jnp.asarray(fashion.x_test)) == jnp.asarray(fashion.y_test)))
+    accuracy = accuracy_of(chosen, jnp.asarray(fashion.x_test), jnp.asarray(fashion.y_test))
     record = {"seed": seed, "model": "tanh_cnn", **trainings[0], "val_accuracy": val_accuracy, "chosen": chosen,
               "test_accuracy": accuracy, **({"trainings": trainings} if len(trainings) > 1 else {}),
               "paper": "86.0% at epsilon 3 (Tramer & Boneh 2021, their accounting)"}  # fmt: skip
@@ -121,20 +132,36 @@ def run(args, seed: int, fashion) -> dict:
     return record
 
 
-def train(args, seed: int, augmult: int, x_train, y_train) -> dict:
-    """One DP-SGD training: its record (with ``train_wall_s``) and its candidates (the raw parameters and
-    their averages), named after ``augmult`` where more than one is trained."""
+def _predictor(build):
+    """``(params, x) -> predicted classes`` of the model ``build`` makes (jitted; tanh_cnn has no state)."""
+    model = build(__import__("jaxcnn").ops)
+    state = model.init(jax.random.key(0), (1, 28, 28, 1))[2]
+    return jax.jit(lambda p, x: jnp.argmax(model.apply(p, state, x)[0], -1))
+
+
+def _settings(args) -> list[dict]:
+    """Every combination of the ``--augmult``, ``--ws`` and ``--clip`` values: one training each."""
+    names = ("augmult", "ws", "clip")
+    return [dict(zip(names, values)) for values in itertools.product(args.augmult, args.ws, args.clip)]
+
+
+def train(args, seed: int, setting: dict, x_train, y_train) -> dict:
+    """One DP-SGD training of ``setting`` (augmult, ws, clip): its record (with ``train_wall_s``) and its
+    candidates (``ws`` and the raw parameters or one of their averages), named after the setting's values
+    where more than one is trained."""
+    augmult, ws, clip = setting["augmult"], setting["ws"], setting["clip"]
     n = len(y_train)
     q = args.batch / n
     steps = round(args.epochs * n / args.batch)
     sigma = args.sigma if args.target_epsilon is None else privacy.calibrate_noise(args.target_epsilon, q, steps,
                                                                                   args.delta)  # fmt: skip
     capacity = privacy.poisson_capacity(n, q)
+    build = builder(ws)
     model = build(__import__("jaxcnn").ops)
     _, params, state = model.init(jax.random.key(seed), (1, 28, 28, 1))
     optimizer = optax.sgd(args.lr, momentum=0.9)
     opt_state = optimizer.init(params)
-    step = privacy.make_dp_step(build, privacy.per_example_cross_entropy, optimizer, clip=args.clip,
+    step = privacy.make_dp_step(build, privacy.per_example_cross_entropy, optimizer, clip=clip,
                                 noise_multiplier=sigma, expected_batch_size=q * n,
                                 augmult=max(augmult, 1))  # fmt: skip
     views = jax.jit(lambda key, x: privacy.augmented_views(
@@ -142,8 +169,8 @@ def train(args, seed: int, augmult: int, x_train, y_train) -> dict:
     average = jax.jit(lambda avgs, p: [optax.incremental_update(p, avg, 1 - d) for d, avg in zip(args.ema, avgs)])
     averages = [params] * len(args.ema)
     sample = jax.jit(lambda key: privacy.poisson_batch(key, n, q, capacity))
-    print(f"tanh_cnn, seed {seed}, augmult {augmult}, {steps} steps at q = {q:.5f} (expected batch {args.batch}, "
-          f"capacity {capacity}), C = {args.clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9",
+    print(f"tanh_cnn, seed {seed}, augmult {augmult}, ws {ws}, {steps} steps at q = {q:.5f} (expected batch "
+          f"{args.batch}, capacity {capacity}), C = {clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9",
           flush=True)  # fmt: skip
     key = jax.random.key(seed + 1)
     start, sizes = time.perf_counter(), []
@@ -161,13 +188,15 @@ def train(args, seed: int, augmult: int, x_train, y_train) -> dict:
                   f"{np.mean(sizes[-10:]):.0f}, {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     train_s = time.perf_counter() - start
     sizes = np.asarray(sizes)
-    prefix = f"augmult {augmult} " if len(args.augmult) > 1 else ""
-    candidates = {f"{prefix}raw": params, **{f"{prefix}ema {d}": avg for d, avg in zip(args.ema, averages)}}
+    varied = [(name, value) for name, value in setting.items() if len(getattr(args, name)) > 1]
+    prefix = "".join(f"{name} {value} " for name, value in varied)
+    candidates = {f"{prefix}raw": (ws, params), **{f"{prefix}ema {d}": (ws, avg) for d, avg in zip(args.ema, averages)}}
     return {
         "params": models.count_params(params), "train_examples": n, "steps": steps, "sampling_rate": q,
         "expected_batch": args.batch, "capacity": capacity, "batches_over_capacity": int(np.sum(sizes > capacity)),
-        "mean_batch": float(sizes.mean()), "clip": args.clip, "noise_multiplier": sigma, "lr": args.lr,
-        "delta": args.delta, "augmult": augmult, **({"crop_pad": args.crop_pad, "flip": args.flip} if augmult else {}),
+        "mean_batch": float(sizes.mean()), "clip": clip, "noise_multiplier": sigma, "lr": args.lr,
+        "delta": args.delta, "augmult": augmult, "weight_standardization": bool(ws),
+        **({"crop_pad": args.crop_pad, "flip": args.flip} if augmult else {}),
         "epsilon_pld": privacy.epsilon(sigma, q, steps, args.delta),
         "epsilon_rdp": privacy.epsilon(sigma, q, steps, args.delta, accountant="rdp"),
         "train_wall_s": round(train_s, 1), "candidates": candidates,

@@ -15,7 +15,8 @@ group). Each layer takes the cheaper (Bu et al.'s mixed ghost clipping: ghost wh
 ``ghost="always"|"never"`` forces one. A conv's patches ``U_i`` are taken a chunk of examples at a time
 (:data:`CHUNK_BYTES`), so they are multiplied while still in cache. A bias's gradient is ``sum_t dz_t``;
 group norm's scale and offset are ``sum_t dy_t xhat_t`` and ``sum_t dy_t`` per channel, from its saved
-input.
+input. A convolution of a weight-standardised kernel (``Conv(standardize=True)``) forms its ``G_i`` and maps
+each through the standardisation's VJP (a per-channel projection, linear in ``G_i``) before the norm.
 
 The inputs and cotangents come from one forward and backward pass of the model built on a namespace of
 ops (:func:`jaxcnn.layers.bind`) whose ``conv``, ``dense`` and ``group_norm`` record their input and add a
@@ -54,7 +55,7 @@ from .errors import ConfigError, MissingDependencyError
 from .layers import Layer
 from .ops._windows import shifted_slices
 from .ops.conv import conv_spec
-from .ops.norm import group_xhat
+from .ops.norm import WEIGHT_STANDARDIZE_EPSILON, group_xhat, standardize_transpose, standardized
 
 __all__ = [
     "per_example_cross_entropy",
@@ -89,19 +90,23 @@ def per_example_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array
 
 
 class _Call(NamedTuple):
-    """One recorded op call: its kind, the parameter paths it used by role, and its configuration."""
+    """One recorded op call: its kind, the parameter paths it used by role, and its configuration;
+    ``standardized``: a conv's kernel was ``weight_standardize(params["w"], epsilon=standardized)``."""
 
     op: str
     params: dict  # role ("w", "b", "scale", "offset") -> params path
     config: dict
+    standardized: float | None = None
 
 
 class _TapOps:
     """:mod:`jaxcnn.ops`, except that ``conv``, ``dense`` and ``group_norm`` record their input and the
-    params they were given, and add ``taps[k]`` (zeros) to the ``k``-th call's output."""
+    params they were given, and add ``taps[k]`` (zeros) to the ``k``-th call's output; a conv may be given
+    ``weight_standardize`` of a parameter."""
 
     def __init__(self, paths: dict[int, str], taps: list | None = None):
         self._paths, self.taps, self.calls, self.inputs, self.out_shapes = paths, taps, [], [], []
+        self._standardized: dict[int, tuple] = {}  # id(kernel) -> (kernel, its parameter's path, epsilon)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_ops, name)
@@ -111,14 +116,23 @@ class _TapOps:
             raise ConfigError(f"privacy: {op} was given an array that is not a parameter (cast or computed)")
         return self._paths[id(array)]
 
-    def _record(self, op: str, x: Any, y: jax.Array, params: dict, config: dict) -> jax.Array:
+    def _record(self, op: str, x: Any, y: jax.Array, params: dict, config: dict, standardized=None) -> jax.Array:
         k = len(self.calls)
-        self.calls.append(_Call(op, {role: self._path(a, op) for role, a in params.items()}, config))
+        paths = {role: a if isinstance(a, str) else self._path(a, op) for role, a in params.items()}
+        self.calls.append(_Call(op, paths, config, standardized))
         self.inputs.append(x)
         self.out_shapes.append(jax.ShapeDtypeStruct(y.shape, y.dtype))
         return y if self.taps is None else y + self.taps[k]
 
+    def weight_standardize(self, w, *, epsilon=WEIGHT_STANDARDIZE_EPSILON):
+        y = _ops.weight_standardize(w, epsilon=epsilon)
+        self._standardized[id(y)] = (y, self._path(w, "weight_standardize"), epsilon)  # y kept: its id stays
+        return y
+
     def conv(self, x, w, **config):
+        if id(w) in self._standardized:
+            _, path, epsilon = self._standardized[id(w)]
+            return self._record("conv", x, _ops.conv(x, w, **config), {"w": path}, config, epsilon)
         return self._record("conv", x, _ops.conv(x, w, **config), {"w": w}, config)
 
     def dense(self, x, w, b=None):
@@ -278,6 +292,22 @@ def _kernel_layout(g: jax.Array, w_shape: tuple[int, ...]) -> jax.Array:
     return jnp.transpose(g, (*range(2, 2 + len(window)), 1, 0, 2 + len(window))).reshape(w_shape)
 
 
+def _patch_layout(w: jax.Array, groups: int) -> jax.Array:
+    """A kernel ``(*window, C_in / G, G p)`` as ``(G, (C_in / G) k, p)``: the inverse of :func:`_kernel_layout`."""
+    nd, p = w.ndim - 2, w.shape[-1] // groups
+    w = w.reshape(*w.shape[:-1], groups, p)
+    return jnp.transpose(w, (nd + 1, nd, *range(nd), nd + 2)).reshape(groups, -1, p)
+
+
+def _standardized_transpose(w: jax.Array, epsilon: float, groups: int) -> Callable[[jax.Array], jax.Array]:
+    """For a conv whose kernel is ``weight_standardize(w)``: the map from per-example gradients with respect
+    to that kernel, ``(N, G, D, p)``, to gradients with respect to ``w`` (the op's VJP, linear in the
+    gradient, applied to each example's)."""
+    what, s = standardized(w, epsilon)
+    what, s = _patch_layout(what, groups), _patch_layout(jnp.broadcast_to(s, w.shape), groups)[:, :1]
+    return lambda g: standardize_transpose(g, what, s, (2,)).astype(g.dtype)
+
+
 def _bias_after(call: _Call, params_by_path: dict) -> str | None:
     """The path of the bias a conv layer adds to this convolution's output (``Conv``, ``DepthwiseConv``:
     beside ``kernel``; ``SeparableConv``: beside ``pointwise``, not ``depthwise``), if it has one."""
@@ -286,14 +316,20 @@ def _bias_after(call: _Call, params_by_path: dict) -> str | None:
     return bias if name in ("kernel", "pointwise") and bias in params_by_path else None
 
 
-def _conv_norms(call: _Call, w_shape: tuple, has_bias: bool, x: jax.Array, dz: jax.Array, ghost: str) -> tuple:
+def _conv_norms(
+    call: _Call, w_shape: tuple, has_bias: bool, x: jax.Array, dz: jax.Array, ghost: str, transpose: Callable | None
+) -> tuple:  # fmt: skip
     """``x`` ``(N, V, *spatial, C_in)``, ``dz`` ``(N, V, *out, C_out)``: each example's ``V`` views are more
-    output positions of one example (``T`` becomes ``V T``)."""
+    output positions of one example (``T`` becomes ``V T``). ``transpose``: for a standardised kernel, the
+    map of its formed gradients to the parameter's."""
     n, views = x.shape[:2]
     u, g = _conv_patches(x.reshape(n * views, *x.shape[2:]), w_shape, call.config, dz.shape[2:-1])
     u = jnp.moveaxis(u.reshape(n, views, *u.shape[1:]), 1, 3)  # (N, G, D, V, T)
     dz = dz.reshape(n, -1, dz.shape[-1])  # (N, V T, C_out)
     sq, formed = _weight_norms(u.reshape(*u.shape[:3], -1), dz.reshape(n, -1, g, dz.shape[-1] // g), ghost)
+    if transpose is not None:
+        formed = transpose(formed)
+        sq = jnp.sum(formed * formed, axis=(1, 2, 3))
     return sq + (jnp.sum(jnp.sum(dz, 1) ** 2, -1) if has_bias else 0), formed
 
 
@@ -306,10 +342,14 @@ def _call_norms(call: _Call, params_by_path: dict, x: jax.Array, dz: jax.Array, 
         w = params_by_path[call.params["w"]]
         has_bias = _bias_after(call, params_by_path) is not None
         t, groups, d = augmult * math.prod(dz.shape[1:-1]), x.shape[-1] // w.shape[-2], math.prod(w.shape[:-1])
+        transpose = None
+        if call.standardized is not None:  # the gradient is formed, to be mapped back through the standardisation
+            ghost, transpose = "never", _standardized_transpose(w, call.standardized, groups)
         grams = 2 * t * t * groups if _uses_ghost(t, d, w.shape[-1] // groups, ghost) else 0
         per_example = x.dtype.itemsize * (t * d * groups + grams)  # the patches, and the Gram matrices
         views = (x.reshape(n, augmult, *x.shape[1:]), dz.reshape(n, augmult, *dz.shape[1:]))
-        return _in_chunks(lambda x, dz: _conv_norms(call, w.shape, has_bias, x, dz, ghost), views, per_example)
+        norms = lambda x, dz: _conv_norms(call, w.shape, has_bias, x, dz, ghost, transpose)  # noqa: E731
+        return _in_chunks(norms, views, per_example)
     if call.op == "dense":
         u, dzr = jnp.swapaxes(x.reshape(n, -1, x.shape[-1]), 1, 2)[:, None], dz.reshape(n, -1, 1, dz.shape[-1])
         sq, _ = _weight_norms(u, dzr, ghost)

@@ -28,7 +28,13 @@ from .ops._validate import check_axis, check_floating
 from .ops.activation import check_negative_slope
 from .ops.conv import conv_spec, conv_transpose_spec
 from .ops.dense import check_dense
-from .ops.norm import check_batch_norm, check_group_norm, check_lrn
+from .ops.norm import (
+    WEIGHT_STANDARDIZE_EPSILON,
+    check_batch_norm,
+    check_group_norm,
+    check_lrn,
+    check_weight_standardize,
+)
 from .ops.pool import _check_global, check_adaptive_avg_pool, check_p, pool_spec, reduce_window
 
 __all__ = [*_OP_NAMES, "softmax_cross_entropy", "mse"]  # a twin of every op and loss
@@ -204,6 +210,15 @@ def group_norm(x: Any, scale: Any, offset: Any, *, groups: int, epsilon: float =
     var = jnp.var(per_group, axis=-1, keepdims=True)
     xhat = jnp.moveaxis(((per_group - mean) / jnp.sqrt(var + epsilon)).reshape(n, c, *x.shape[1:-1]), 1, -1)
     return (xhat * scale + offset).astype(x.dtype)
+
+
+def weight_standardize(w: Any, *, epsilon: float = WEIGHT_STANDARDIZE_EPSILON):
+    # Each output channel's filter as a row: centred, divided by its norm (autodiff differentiates it).
+    w, epsilon = check_weight_standardize(w, epsilon)
+    rows = jnp.moveaxis(w.astype(jnp.promote_types(w.dtype, jnp.float32)), -1, 0).reshape(w.shape[-1], -1)
+    centred = rows - jnp.mean(rows, axis=1, keepdims=True)
+    unit = centred / jnp.sqrt(jnp.sum(jnp.square(centred), axis=1, keepdims=True) + epsilon)
+    return jnp.moveaxis(unit.reshape(w.shape[-1], *w.shape[:-1]), 0, -1).astype(w.dtype)
 
 
 def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):

@@ -159,6 +159,9 @@ CASES = [
         ValueError,
         r"group_norm: scale must have shape \(4,\), got \(3,\)",
     ),
+    ("weight_standardize", (jnp.ones(4),), {}, ValueError, r"w must have shape \(\.\.\., fan_in, C_out\).*\(4,\)"),
+    ("weight_standardize", (jnp.ones((3, 4)),), dict(epsilon=-1.0), ValueError, r"epsilon must be a positive.*-1.0"),
+    ("weight_standardize", (jnp.ones((3, 4), jnp.int32),), {}, TypeError, r"w must be a floating-point array"),
 ]
 
 

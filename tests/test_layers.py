@@ -34,6 +34,7 @@ CASES = [
     ("Conv", (4, (2, 3, 2)), {"dilation": (1, 2, 1), "padding": 1}, [(2, 5, 6, 4, 2)]),
     ("Conv", (6, 3), {"groups": 2, "stride": (2, 1), "padding": ((1, 0), (2, 1))}, [(2, 7, 6, 4), (1, 5, 5, 2)]),
     ("Conv", (5, 3), {"use_bias": False}, [(2, 6, 3), (2, 6, 6, 3), (1, 5, 5, 5, 2)]),  # rank from the input
+    ("Conv", (6, (3, 2)), {"groups": 2, "stride": 2, "standardize": True}, [(2, 7, 6, 4)]),  # weight standardisation
     ("ConvTranspose", (4, (3, 3)), {"stride": 2, "padding": 1, "output_padding": 1}, [(2, 5, 5, 3), (1, 4, 6, 2)]),
     ("ConvTranspose", (4, (4,)), {"stride": 3, "padding": "SAME"}, [(2, 5, 2), (3, 1, 1)]),
     ("ConvTranspose", (6, (2, 3)), {"groups": 3, "dilation": 2}, [(2, 4, 4, 3)]),
@@ -186,7 +187,8 @@ def test_layers_compute_through_their_ops_and_init_runs_none(name, args, kwargs,
     assert calls == []
     x = jax.ShapeDtypeStruct(shapes[0], jnp.float32)
     jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, key=KEY, train=True), params, state, x)
-    assert {op: calls.count(op) for op in set(calls)} == LAYER_OPS[name]
+    expected = LAYER_OPS[name] | ({"weight_standardize": 1} if kwargs.get("standardize") else {})
+    assert {op: calls.count(op) for op in set(calls)} == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +546,7 @@ CONSTRUCTION_ERRORS = [
     (lambda: layers.Conv(6, 3, groups=4), ValueError, "features (=6) must be divisible by groups (=4)"),
     (lambda: layers.Conv(6, 3, groups=0), ValueError, "groups must be a positive int, got 0"),
     (lambda: layers.Conv(6, 3, use_bias=1), TypeError, "use_bias must be a bool, got 1"),
+    (lambda: layers.Conv(6, 3, standardize="yes"), TypeError, "standardize must be a bool, got 'yes'"),
     (lambda: layers.Conv(6, 3, bias_init="nope"), ValueError, "Unknown bias_init: 'nope'"),
     (lambda: layers.ConvTranspose(4, 3, output_padding=-1), ValueError, "output_padding must be a non-negative int"),
     (

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import F32_RTOL, assert_matches_reference
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from jaxcnn import losses, ops, reference
@@ -194,6 +194,21 @@ def test_group_norm_matches_reference(spatial, groups, per_group, seed):
     scale, offset = _normal(rng, (channels,)), _normal(rng, (channels,))
     kw = dict(groups=groups, epsilon=1e-3)
     assert_matches_reference(ops.group_norm, reference.group_norm, (x, scale, offset), seed=seed, **kw)
+
+
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=4), st.integers(1, 5), st.integers(0, 2**16))
+def test_weight_standardize_matches_reference(fan_in, c_out, seed):
+    assume(math.prod(fan_in) != 2)  # two entries: the VJP is zero up to epsilon, and compares only rounding
+    rng = np.random.default_rng(seed)
+    w = _normal(rng, (*fan_in, c_out)) * 3 + 1  # a shift and a scale the standardisation removes
+    # (the cotangent from another seed: one drawn like w would lie in the directions the VJP projects away)
+    y = assert_matches_reference(ops.weight_standardize, reference.weight_standardize, (w,), seed=seed + 1)
+    if math.prod(fan_in) > 1:  # every channel's filter centred, with unit norm
+        rows = np.asarray(y).reshape(-1, c_out)
+        np.testing.assert_allclose(rows.mean(0), 0, atol=1e-12)
+        np.testing.assert_allclose((rows**2).sum(0), 1, rtol=1e-7)
+    w32 = np.asarray(w, np.float32)
+    assert_matches_reference(ops.weight_standardize, reference.weight_standardize, (w32,), rtol=F32_RTOL, seed=seed + 1)
 
 
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))

@@ -49,6 +49,17 @@ def _volume(ops):
     return serial(L.Conv(4, 2, padding=1), L.GroupNorm(2), L.Relu, L.Flatten, L.Dense(4))
 
 
+def _standardized(ops):
+    """Weight-standardised convolutions (strided and padded; grouped, without a bias) beside plain ones: their
+    per-example gradients mapped back through the standardisation."""
+    L = bind(ops)
+    return serial(
+        L.Conv(6, (3, 3), stride=2, padding=1, standardize=True), L.Tanh,
+        L.Conv(6, (3, 2), groups=3, use_bias=False, standardize=True), L.Relu,
+        L.Conv(4, (2, 2)), L.Flatten, L.Dense(4),
+    )  # fmt: skip
+
+
 def _one_conv(ops):
     return bind(ops).Conv(4, 3)  # a bare layer: its params are {"kernel", "bias"}, no path prefix
 
@@ -58,7 +69,8 @@ NETS = {
     "phased-2d": (_phased, (4, 13, 15, 2)),
     "signal-1d": (_signal, (4, 11, 2)),  # the dense layer sees a sequence: T = 4 positions
     "volume-3d": (_volume, (3, 4, 4, 3, 2)),
-    "one-conv": (_one_conv, (3, 3, 1)),  # outputs (3, 1, 4): 4 "classes" at one position
+    "one-conv": (_one_conv, (3, 3, 1)),
+    "standardized-2d": (_standardized, (4, 11, 12, 3)),  # outputs (3, 1, 4): 4 "classes" at one position
     "tanh_cnn": (lambda ops: models.tanh_cnn(ops=ops), (3, 28, 28, 1)),
 }
 
@@ -99,7 +111,7 @@ NORM_CASES = [
         name,
         ghost,
         marks=[]
-        if name in ("mixed-2d", "one-conv") and (ghost == "auto" or name == "mixed-2d")
+        if name in ("mixed-2d", "one-conv", "standardized-2d") and (ghost == "auto" or name == "mixed-2d")
         else [pytest.mark.slow],
     )  # fmt: skip
     for name in NETS
@@ -133,10 +145,16 @@ SUM_CASES = [
         name,
         method,
         marks=[]
-        if (name, method) in {("one-conv", "two-pass"), ("mixed-2d", "bookkeeping"), ("phased-2d", "bookkeeping")}
+        if (name, method)
+        in {
+            ("one-conv", "two-pass"),
+            ("mixed-2d", "bookkeeping"),
+            ("phased-2d", "bookkeeping"),
+            ("standardized-2d", "bookkeeping"),
+        }
         else [pytest.mark.slow],
     )  # fmt: skip
-    for name in ("one-conv", "mixed-2d", "phased-2d", "signal-1d", "volume-3d")
+    for name in ("one-conv", "mixed-2d", "phased-2d", "signal-1d", "volume-3d", "standardized-2d")
     for method in privacy.METHODS
 ]
 

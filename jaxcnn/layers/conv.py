@@ -24,6 +24,7 @@ from . import rules
 from ._config import (
     KernelConfig,
     WindowConfig,
+    as_bool,
     as_positive_int,
     check_divisible,
     check_ops,
@@ -63,16 +64,19 @@ def _conv_layer(
     *,
     channels: Callable[[int], tuple[int, int]],
     groups_of: Callable[[tuple[int, ...]], int],
+    standardize: bool = False,
 ) -> Layer:
     """``conv(x, kernel) + bias``. ``channels(c_in) -> (c_out, groups)`` fixes the kernel at ``init``;
-    ``groups_of(kernel_shape)`` recovers the groups in ``apply`` from the parameters."""
+    ``groups_of(kernel_shape)`` recovers the groups in ``apply`` from the parameters. ``standardize``: the
+    kernel goes through ``ops.weight_standardize`` first."""
 
     def init(key, input_shape):
         out, kernel_shape = _conv_geometry(layer, cfg, input_shape, channels)
         return out, kernel.init(key, kernel_shape, kernel_shape[-1]), {}
 
     def apply(params, state, x, *, key=None, train=False):
-        y = _conv_apply(ops, cfg, params["kernel"], x, groups_of)
+        w = ops.weight_standardize(params["kernel"]) if standardize else params["kernel"]
+        y = _conv_apply(ops, cfg, w, x, groups_of)
         return kernel.add_bias(y, params), state
 
     return annotate(Layer(init, apply), layer, **cfg.geometry())
@@ -82,7 +86,7 @@ def _conv_apply(ops: Any, cfg: WindowConfig, w: Any, x: Any, groups_of: Callable
     return ops.conv(x, w, stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation, groups=groups_of(w.shape))
 
 
-@constructor("conv")
+@constructor("conv", "weight_standardize")
 def Conv(
     features: int,
     kernel_size: int | Sequence[int],
@@ -94,6 +98,7 @@ def Conv(
     use_bias: bool = True,
     kernel_init: Any = "he_normal",
     bias_init: Any = "zeros",
+    standardize: bool = False,
     ops: Any = _default_ops,
 ) -> Layer:
     r"""N-d convolution (cross-correlation) ``y = conv(x, kernel) + bias``, channels-last.
@@ -101,14 +106,20 @@ def Conv(
     Params: ``kernel`` ``(*window, C_in // groups, features)`` and, with ``use_bias``, ``bias``
     ``(features,)``. Output length per axis ``floor((n + lo + hi - d(k-1) - 1) / s) + 1``; ``padding`` is
     ``"VALID"``, ``"SAME"``, an int, or per-axis ints / ``(lo, hi)`` pairs (see :func:`jaxcnn.ops.conv`).
+    ``standardize=True`` convolves with ``weight_standardize(kernel)`` (weight standardisation: each output
+    channel's filter centred, with unit norm; :func:`jaxcnn.ops.weight_standardize`), timm's ``StdConv2d``.
     """
     features = as_positive_int(features, "features")
     cfg = WindowConfig.make(kernel_size, stride, dilation, padding)
     groups = as_positive_int(groups, "groups")
     check_divisible("features", features, groups)
     kernel = KernelConfig.make(use_bias, kernel_init, bias_init)
-    ops = check_ops(ops, "conv")
-    return _conv_layer("Conv", cfg, kernel, ops, channels=lambda c_in: (features, groups), groups_of=lambda _: groups)
+    standardize = as_bool(standardize, "standardize")
+    ops = check_ops(ops, "conv", *(("weight_standardize",) if standardize else ()))
+    return _conv_layer(
+        "Conv", cfg, kernel, ops, channels=lambda c_in: (features, groups), groups_of=lambda _: groups,
+        standardize=standardize,
+    )  # fmt: skip
 
 
 def _depthwise(m: int) -> dict:

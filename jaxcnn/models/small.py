@@ -74,7 +74,7 @@ def fashion_cnn(
     )
 
 
-def tanh_cnn(num_classes: int = 10, *, ops: Any = _ops) -> Layer:
+def tanh_cnn(num_classes: int = 10, *, weight_standardization: bool = False, ops: Any = _ops) -> Layer:
     """Tramer & Boneh's end-to-end CNN for differentially private (Fashion-)MNIST (2021, "Differentially
     Private Learning Needs Better Features")::
 
@@ -83,13 +83,15 @@ def tanh_cnn(num_classes: int = 10, *, ops: Any = _ops) -> Layer:
 
     No normalisation layer (batch norm would couple the examples). On ``(N, 28, 28, 1)``: 28 -> 13 -> 12
     -> 5 -> 4, 4*4*32 = 512 features; 26,010 parameters (1,040 + 8,224 + 16,416 + 330).
+    ``weight_standardization=True``: both convolutions standardise their kernels (``Conv(standardize=True)``;
+    De et al., 2022 use it in private training), same parameters.
     """
     L = bind(ops)
     return serial(
-        L.Conv(16, (8, 8), stride=2, padding=2),
+        L.Conv(16, (8, 8), stride=2, padding=2, standardize=weight_standardization),
         L.Tanh,
         L.MaxPool((2, 2), stride=1),
-        L.Conv(32, (4, 4), stride=2),
+        L.Conv(32, (4, 4), stride=2, standardize=weight_standardization),
         L.Tanh,
         L.MaxPool((2, 2), stride=1),
         L.Flatten,

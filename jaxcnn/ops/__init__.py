@@ -24,6 +24,7 @@ from .matrix import conv_matrix as conv_matrix
 from .norm import batch_norm as batch_norm
 from .norm import group_norm as group_norm
 from .norm import lrn as lrn
+from .norm import weight_standardize as weight_standardize
 from .pool import adaptive_avg_pool as adaptive_avg_pool
 from .pool import avg_pool as avg_pool
 from .pool import global_avg_pool as global_avg_pool

@@ -1,7 +1,8 @@
-r"""Batch normalisation (train mode), group normalisation and local response normalisation, with
-hand-derived VJPs.
+r"""Batch normalisation (train mode), group normalisation, local response normalisation and weight
+standardisation, with hand-derived VJPs.
 
-Derived in ``docs/derivations.md#batch-norm``, ``#group-norm`` and ``#local-response-normalisation``.
+Derived in ``docs/derivations.md#batch-norm``, ``#group-norm``, ``#local-response-normalisation`` and
+``#weight-standardisation``.
 
 Batch norm: per channel (the last axis), over the ``m`` elements of every other axis::
 
@@ -46,6 +47,16 @@ alpha=1e-4, beta=0.75, k=2``). Channel ``c`` is divided by a power of the sum of
 adds ``min(size, 2C - 1)`` shifted slices of the zero-padded channel axis (``lax.pad`` / ``lax.slice``), so
 the backward pass is differentiable again. The arithmetic runs in at least float32, ``y`` and ``dx`` have
 ``x``'s dtype, and the residuals are ``x`` and ``d``.
+
+Weight standardisation (Qiao et al., 2019; scaled as in Brock et al., 2021): each output channel's filter
+(a kernel's last axis indexes the channels, its other axes the ``D`` inputs of one unit) centred and scaled
+to unit norm, so its pre-activations keep the input's scale whatever the raw weights' scale::
+
+    r = w - mean(w),  s = sqrt(||r||^2 + eps),  what = r / s
+    dw = (g - mean(g) - what (what . g)) / s
+
+(means, norms and dot products over one channel's ``D`` entries; ``mean(what) = 0``). ``dw`` is ``g``
+projected off the two directions ``what`` cannot move in (a constant shift, a rescaling), over ``s``.
 """
 
 from __future__ import annotations
@@ -62,8 +73,8 @@ from jax import lax
 from ..errors import ConfigError, ConfigTypeError
 from ._validate import as_positive_int, check_floating
 
-OPS = ("batch_norm", "group_norm", "lrn")  # the ops this module adds to jaxcnn.ops
-__all__ = [*OPS, "check_batch_norm", "check_group_norm", "check_lrn"]
+OPS = ("batch_norm", "group_norm", "lrn", "weight_standardize")  # the ops this module adds to jaxcnn.ops
+__all__ = [*OPS, "check_batch_norm", "check_group_norm", "check_lrn", "check_weight_standardize"]
 
 
 def _stats_dtype(dtype):
@@ -293,3 +304,67 @@ def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float 
     ``x`` is ``(N, ..., C)`` of any rank >= 2; requires ``k > 0``, ``alpha >= 0``, ``beta >= 0``.
     """
     return _lrn(*check_lrn(x, size, alpha, beta, k))
+
+
+# ---------------------------------------------------------------------------------------------
+# weight standardisation
+# ---------------------------------------------------------------------------------------------
+
+
+def standardized(w: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """``what`` (at least float32) and ``s`` per output channel (kept as ``(1, ..., 1, C_out)``)."""
+    wf = w.astype(_stats_dtype(w.dtype))
+    fan_in = tuple(range(w.ndim - 1))
+    r = wf - jnp.mean(wf, axis=fan_in, keepdims=True)
+    s = jnp.sqrt(jnp.sum(r * r, axis=fan_in, keepdims=True) + epsilon)
+    return r / s, s
+
+
+def standardize_transpose(g: jax.Array, what: jax.Array, s: jax.Array, fan_in: tuple[int, ...]) -> jax.Array:
+    """``(g - mean(g) - what (what . g)) / s`` over the ``fan_in`` axes of ``g`` (which may have more axes
+    than ``what``, e.g. one example's gradient per row): the VJP of :func:`weight_standardize`; also what
+    jaxcnn.privacy applies to each example's gradient of a standardised kernel."""
+    g = g.astype(what.dtype)
+    mean = jnp.mean(g, axis=fan_in, keepdims=True)
+    return (g - mean - what * jnp.sum(what * g, axis=fan_in, keepdims=True)) / s
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _weight_standardize(w, epsilon):
+    return standardized(w, epsilon)[0].astype(w.dtype)
+
+
+def _weight_standardize_fwd(w, epsilon):
+    what, s = standardized(w, epsilon)
+    return what.astype(w.dtype), (what, s)
+
+
+def _weight_standardize_bwd(epsilon, residuals, g):
+    what, s = residuals
+    return (standardize_transpose(g, what, s, tuple(range(what.ndim - 1))).astype(g.dtype),)
+
+
+_weight_standardize.defvjp(_weight_standardize_fwd, _weight_standardize_bwd)
+
+
+def check_weight_standardize(w: Any, epsilon: Any) -> tuple[jax.Array, float]:
+    """Validate weight standardisation's arguments (shared with the reference twin): ``w`` floating with at
+    least two axes (fan-in, output channels), ``epsilon > 0``."""
+    w = jnp.asarray(w)
+    check_floating(w, "w", "weight_standardize")
+    if w.ndim < 2 or w.size == 0:
+        raise ConfigError(f"weight_standardize: w must have shape (..., fan_in, C_out) and entries, got shape "
+                          f"{tuple(w.shape)}")  # fmt: skip
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ConfigError(f"weight_standardize: epsilon must be a positive number, got {epsilon!r}")
+    return w, float(epsilon)
+
+
+WEIGHT_STANDARDIZE_EPSILON = 1e-8  # weight_standardize's default epsilon (also jaxcnn.reference's and privacy's)
+
+
+def weight_standardize(w: Any, *, epsilon: float = WEIGHT_STANDARDIZE_EPSILON):
+    """Scaled weight standardisation: every output channel's filter (``w[..., c]``) minus its mean, divided by
+    the norm of the result (``sqrt(||r||^2 + epsilon)``): zero mean, unit norm. A conv kernel ``(*window,
+    C_in / groups, C_out)`` or a dense kernel ``(C_in, C_out)``; the result has ``w``'s shape and dtype."""
+    return _weight_standardize(*check_weight_standardize(w, epsilon))
