@@ -395,3 +395,24 @@ def test_tramer_and_bonehs_fashion_mnist_run_spends_about_2_4_at_sigma_2_15():
     assert abs(privacy.epsilon(2.15, q, steps, 1e-5) - 2.39) < 0.01  # issue 20's "about 2.4" (PLD)
     sigma = privacy.calibrate_noise(3.0, q, steps, 1e-5)
     assert 1.75 < sigma < 1.85 and privacy.epsilon(sigma, q, steps, 1e-5) <= 3.0
+
+
+def test_tanh_cnn_with_weight_standardization_is_tanh_cnn_of_centred_unit_norm_filters():
+    """Same parameters; its output is the plain network's with each conv filter centred and scaled to unit
+    norm (numpy, per output channel)."""
+    plain, standardized = models.tanh_cnn(), models.tanh_cnn(weight_standardization=True)
+    _, params, state = standardized.init(jax.random.key(0), (2, 28, 28, 1))
+    assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(
+        jnp.shape, plain.init(jax.random.key(0), (2, 28, 28, 1))[1]
+    )
+
+    def unit(w):
+        rows = np.asarray(w, np.float64).reshape(-1, w.shape[-1])
+        rows = rows - rows.mean(0)
+        return jnp.asarray((rows / np.linalg.norm(rows, axis=0)).reshape(w.shape), w.dtype)
+
+    by_hand = [dict(p, kernel=unit(p["kernel"])) if i in (0, 3) else p for i, p in enumerate(params)]
+    x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1), jnp.float32)
+    np.testing.assert_allclose(
+        standardized.apply(params, state, x)[0], plain.apply(by_hand, state, x)[0], rtol=1e-5, atol=1e-6
+    )
