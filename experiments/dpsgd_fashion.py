@@ -16,8 +16,8 @@ for the same run. Results (each seed's, and the mean) go to ``experiments/result
 ``--augmult K`` (with ``--crop-pad``, ``--flip``) draws K augmentations of every sampled example and clips
 the mean of their gradients (De et al., 2022's augmentation multiplicity; the same privacy cost). ``--ws 1``
 standardises both convolutions' kernels (weight standardisation, also De et al.'s). Several values of these
-or of ``--clip`` (with ``--val``) train once per combination; the validation split chooses among all of their
-parameters.
+or of ``--clip`` and ``--lr`` (with ``--val``) train once per combination; the validation split chooses among
+all of their parameters.
 """
 
 import argparse
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=40)
     parser.add_argument("--batch", type=int, default=2048, help="expected batch size q N")
-    parser.add_argument("--lr", type=float, default=4.0)
+    parser.add_argument("--lr", type=float, nargs="+", default=[4.0], help="several: one training each")
     parser.add_argument("--clip", type=float, nargs="+", default=[0.1], help="C (several: one training each)")
     parser.add_argument("--sigma", type=float, default=2.15, help="noise multiplier")
     parser.add_argument("--delta", type=float, default=1e-5)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     if args.ema and not args.val:
         parser.error("--ema needs --val: the validation split chooses among the averages")
     if len(_settings(args)) > 1 and not args.val:
-        parser.error("several --augmult, --ws or --clip values need --val: the validation split chooses among them")
+        parser.error("several --augmult, --ws, --clip or --lr values need --val: the validation split chooses")
     fashion = data.load("fashion-mnist")
     runs = [run(args, seed, fashion) for seed in args.seeds]
     accuracies = [r["test_accuracy"] for r in runs]
@@ -140,16 +140,16 @@ def _predictor(build):
 
 
 def _settings(args) -> list[dict]:
-    """Every combination of the ``--augmult``, ``--ws`` and ``--clip`` values: one training each."""
-    names = ("augmult", "ws", "clip")
-    return [dict(zip(names, values)) for values in itertools.product(args.augmult, args.ws, args.clip)]
+    """Every combination of the ``--augmult``, ``--ws``, ``--clip`` and ``--lr`` values: one training each."""
+    names = ("augmult", "ws", "clip", "lr")
+    return [dict(zip(names, values)) for values in itertools.product(*(getattr(args, name) for name in names))]
 
 
 def train(args, seed: int, setting: dict, x_train, y_train) -> dict:
-    """One DP-SGD training of ``setting`` (augmult, ws, clip): its record (with ``train_wall_s``) and its
+    """One DP-SGD training of ``setting`` (augmult, ws, clip, lr): its record (with ``train_wall_s``) and its
     candidates (``ws`` and the raw parameters or one of their averages), named after the setting's values
     where more than one is trained."""
-    augmult, ws, clip = setting["augmult"], setting["ws"], setting["clip"]
+    augmult, ws, clip, lr = setting["augmult"], setting["ws"], setting["clip"], setting["lr"]
     n = len(y_train)
     q = args.batch / n
     steps = round(args.epochs * n / args.batch)
@@ -159,7 +159,7 @@ def train(args, seed: int, setting: dict, x_train, y_train) -> dict:
     build = builder(ws)
     model = build(__import__("jaxcnn").ops)
     _, params, state = model.init(jax.random.key(seed), (1, 28, 28, 1))
-    optimizer = optax.sgd(args.lr, momentum=0.9)
+    optimizer = optax.sgd(lr, momentum=0.9)
     opt_state = optimizer.init(params)
     step = privacy.make_dp_step(build, privacy.per_example_cross_entropy, optimizer, clip=clip,
                                 noise_multiplier=sigma, expected_batch_size=q * n,
@@ -170,7 +170,7 @@ def train(args, seed: int, setting: dict, x_train, y_train) -> dict:
     averages = [params] * len(args.ema)
     sample = jax.jit(lambda key: privacy.poisson_batch(key, n, q, capacity))
     print(f"tanh_cnn, seed {seed}, augmult {augmult}, ws {ws}, {steps} steps at q = {q:.5f} (expected batch "
-          f"{args.batch}, capacity {capacity}), C = {clip}, sigma = {sigma:.4f}, SGD lr {args.lr} momentum 0.9",
+          f"{args.batch}, capacity {capacity}), C = {clip}, sigma = {sigma:.4f}, SGD lr {lr} momentum 0.9",
           flush=True)  # fmt: skip
     key = jax.random.key(seed + 1)
     start, sizes = time.perf_counter(), []
@@ -194,7 +194,7 @@ def train(args, seed: int, setting: dict, x_train, y_train) -> dict:
     return {
         "params": models.count_params(params), "train_examples": n, "steps": steps, "sampling_rate": q,
         "expected_batch": args.batch, "capacity": capacity, "batches_over_capacity": int(np.sum(sizes > capacity)),
-        "mean_batch": float(sizes.mean()), "clip": clip, "noise_multiplier": sigma, "lr": args.lr,
+        "mean_batch": float(sizes.mean()), "clip": clip, "noise_multiplier": sigma, "lr": lr,
         "delta": args.delta, "augmult": augmult, "weight_standardization": bool(ws),
         **({"crop_pad": args.crop_pad, "flip": args.flip} if augmult else {}),
         "epsilon_pld": privacy.epsilon(sigma, q, steps, args.delta),

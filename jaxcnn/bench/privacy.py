@@ -2,7 +2,8 @@
 against materialising every example's gradient with ``jax.vmap(jax.grad(...))``, and of one DP-SGD step
 against one ordinary step, side by side in one process.
 
-    python -m jaxcnn.bench.privacy [--model tanh_cnn] [--batch 512] [--repeats 7] [--json PATH]
+    python -m jaxcnn.bench.privacy [--model tanh_cnn] [--weight-standardization] [--batch 512] [--repeats 7]
+        [--json PATH]
 
 Each variant's temporary memory is XLA's ``memory_analysis()`` of its compiled function.
 
@@ -96,16 +97,22 @@ def main(argv=None) -> int:
         choices=["tanh_cnn", "fashion_cnn", "lenet5", "mnist1d_cnn"],
         help="fashion_cnn runs without dropout (rate 0): the variants must see the same model",
     )
+    parser.add_argument("--weight-standardization", action="store_true",
+                        help="tanh_cnn with standardised convolution kernels (their gradients are formed)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--memory-only", action="store_true",
                         help="compile and report each variant's temporary memory without running it")  # fmt: skip
     output.add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.weight_standardization and args.model != "tanh_cnn":
+        parser.error(f"--weight-standardization is a tanh_cnn option, got --model {args.model}")
     spec = models.MODELS[args.model]
+    options = {"dropout": 0.0} if args.model == "fashion_cnn" else {}
+    options |= {"weight_standardization": True} if args.weight_standardization else {}
 
     def build(ops):
-        return spec.constructor(num_classes=10, ops=ops, **({"dropout": 0.0} if args.model == "fashion_cnn" else {}))
+        return spec.constructor(num_classes=10, ops=ops, **options)
 
     _, params, state = build(jaxcnn.ops).init(jax.random.key(0), (1, *spec.input_shape))
     x = jax.random.uniform(jax.random.key(2), (args.batch, *spec.input_shape), jnp.float32)
@@ -128,7 +135,8 @@ def main(argv=None) -> int:
         timing = "" if args.memory_only else (f"{row['median_ms']:9.2f} ms  {row['vs_materialised']:.2f}x "
                                               f"{row['examples_per_s']:8,d} ex/s  ")  # fmt: skip
         print(f"{row['variant']:42s} {timing}temp {row['temp_mib']} MiB", file=sys.stderr)
-    result = {"model": args.model, "batch": args.batch, "repeats": args.repeats, "rows": rows,
+    result = {"model": args.model, "weight_standardization": args.weight_standardization, "batch": args.batch,
+              "repeats": args.repeats, "rows": rows,
               "times_s": times, **output.machine(), "versions": output.library_versions()}  # fmt: skip
     output.write_json(output.json_path(args, "privacy"), result)
     return 0
