@@ -137,11 +137,16 @@ def _check_norm(
         check_floating(v, arg, op)
         if tuple(v.shape) != (x.shape[-1],):
             raise ConfigError(f"{op}: {arg} must have shape ({x.shape[-1]},), got {tuple(v.shape)}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ConfigError(f"{op}: epsilon must be a positive number, got {epsilon!r}")
+    epsilon = _positive_epsilon(op, epsilon)
     if x.size // x.shape[-1] == 0:
         raise ConfigError(f"{op}: x must have at least one element per channel, got shape {tuple(x.shape)}")
-    return x, scale, offset, float(epsilon)
+    return x, scale, offset, epsilon
+
+
+def _positive_epsilon(op: str, epsilon: Any) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ConfigError(f"{op}: epsilon must be a positive number, got {epsilon!r}")
+    return float(epsilon)
 
 
 def check_batch_norm(x: Any, scale: Any, offset: Any, epsilon: Any) -> tuple[jax.Array, jax.Array, jax.Array, float]:
@@ -355,9 +360,7 @@ def check_weight_standardize(w: Any, epsilon: Any) -> tuple[jax.Array, float]:
     if w.ndim < 2 or w.size == 0:
         raise ConfigError(f"weight_standardize: w must have shape (..., fan_in, C_out) and entries, got shape "
                           f"{tuple(w.shape)}")  # fmt: skip
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ConfigError(f"weight_standardize: epsilon must be a positive number, got {epsilon!r}")
-    return w, float(epsilon)
+    return w, _positive_epsilon("weight_standardize", epsilon)
 
 
 WEIGHT_STANDARDIZE_EPSILON = 1e-8  # weight_standardize's default epsilon (also jaxcnn.reference's and privacy's)
