@@ -10,6 +10,7 @@ from jaxcnn import ops, reference, xla_cpu
 from jaxcnn.gradcheck import relative_error
 from jaxcnn.ops.conv import (
     MAX_DEPTHWISE_TAPS,
+    MAX_NARROW_PRODUCTS,
     MAX_WEIGHT_GRAD_CHUNKS,
     MIN_PATCH_SIZE_TO_CHUNK,
     ConvSpec,
@@ -21,7 +22,9 @@ from jaxcnn.ops.conv import (
     forward,
     input_grad,
     is_depthwise,
+    is_narrow,
     is_pointwise,
+    narrow_forward,
     weight_grad,
     weight_grad_chunked,
     weight_grad_chunks,
@@ -160,6 +163,50 @@ def test_depthwise_pieces_equal_textbook(x_shape, window, kw, dtype, rtol, rng):
     assert_close(dx(depthwise_input_grad), dx(input_grad), rtol, "dx")
     dw = lambda piece: jax.jit(lambda x, dz: piece(x, dz, window, spec))(x, dz)
     assert_close(dw(depthwise_weight_grad), dw(weight_grad), rtol, "dw")
+
+
+def test_narrow_policy():
+    spec = ConvSpec(strides=(1, 1), padding=((2, 2), (2, 2)), dilation=(1, 1), groups=1)
+    assert MAX_NARROW_PRODUCTS == 32
+    assert is_narrow((5, 5, 1, 32), spec)  # Fashion-MNIST's / LeNet's first layer: 25 products
+    assert is_narrow((3, 3, 3, 16), spec)  # a CIFAR network's RGB stem: 27
+    assert not is_narrow((5, 5, 2, 32), spec)  # 50: the convolution emitter is as fast
+    assert not is_narrow((7, 7, 3, 64), spec)  # torchvision's stem: 147
+    assert not is_narrow((3, 3, 2, 4), spec._replace(groups=2))  # grouped kernels keep their own forms
+    assert is_narrow((5, 1, 16), ConvSpec((1,), ((2, 2),), (1,), 1))  # MNIST-1D's first layer
+
+
+NARROW = [
+    ((4, 9, 8, 1), (5, 5, 1, 6), dict(padding="SAME")),
+    ((3, 11, 10, 3), (3, 3, 3, 5), dict(stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2))),
+    ((5, 13, 2), (4, 2, 3), dict(stride=3, padding=1, dilation=2)),
+    ((2, 5, 6, 4, 1), (3, 2, 2, 1, 4), dict(stride=(2, 1, 1), padding=1)),
+    ((4, 7, 7, 2), (1, 1, 2, 3), dict(stride=2)),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kw", NARROW)
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_narrow_forward_equals_textbook(x_shape, w_shape, kw, dtype, rtol, rng):
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(w_shape), dtype)
+    spec = conv_spec(x, w, kw.get("stride", 1), kw.get("padding", "VALID"), kw.get("dilation", 1), 1)
+    assert is_narrow(w.shape, spec)
+    z = jax.jit(lambda x, w: forward(x, w, spec))(x, w)
+    assert_close(jax.jit(lambda x, w: narrow_forward(x, w, spec))(x, w), z, rtol, "forward")
+
+
+def test_bfloat16_narrow_forward_sums_in_float32(rng):
+    """25 bfloat16 products summed in float32 and rounded once: as accurate as the single convolution."""
+    x32 = jnp.asarray(rng.standard_normal((8, 12, 12, 1)), jnp.float32)
+    w32 = jnp.asarray(rng.standard_normal((5, 5, 1, 8)), jnp.float32)
+    spec = conv_spec(x32, w32, 1, 2, 1, 1)
+    exact = forward(x32, w32, spec)
+    x, w = x32.astype(jnp.bfloat16), w32.astype(jnp.bfloat16)
+    got = narrow_forward(x, w, spec)
+    assert got.dtype == jnp.bfloat16
+    budget = 1.2 * relative_error(forward(x, w, spec).astype(jnp.float32), exact) + 1e-4
+    assert relative_error(got.astype(jnp.float32), exact) <= budget
 
 
 def test_depthwise_transposed_convolution_pieces_equal_textbook(rng):

@@ -36,7 +36,8 @@ ROUTES = {
     "ynn": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     "xnn": f"{NO_YNN} --xla_cpu_experimental_xnn_fusion_type=individual_convolution",
     "onednn": f"{NO_YNN} --xla_cpu_experimental_onednn_fusion_type=individual_convolution",
-    "ynn-dot": XLA_CPU_CONVOLUTIONS,  # the route `jaxcnn train` sets: matrix products to YNNPACK, not convolutions
+    "ynn-dot": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",  # matrix products to YNNPACK only
+    "ynn-dot-reduce": XLA_CPU_CONVOLUTIONS,  # the route `jaxcnn train` sets: products and reductions to YNNPACK
 }
 CONV = {"batch": 128, "size": 14, "c_in": 32, "c_out": 64, "kernel": 5}
 

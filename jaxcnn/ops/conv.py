@@ -35,7 +35,8 @@ The three correlations above, each one convolution call (the input gradient with
 are what runs on GPUs and TPUs; the choice is made per platform when the computation is lowered
 (``lax.platform_dependent``; :func:`use_formulation` forces one). Where a faster formulation of the same
 sums was measured on XLA:CPU (``benchmarks/NOTES.md``), ``fast_forward`` / ``fast_input_grad`` /
-``fast_weight_grad`` pick it by shape: depthwise kernels as shifted elementwise products, the pointwise
+``fast_weight_grad`` pick it by shape: depthwise kernels as shifted elementwise products, the forward of a
+kernel with at most 32 taps times input channels (a first layer) as shifted products too, the pointwise
 weight gradient as one matrix product, the weight gradient of larger float32/bfloat16 batches in chunks of
 about 16 examples; on the ``cpu`` platform only. Each is tested equal to the single-call piece
 (``tests/test_formulations.py``). Products of bfloat16/float16 operands are summed in float32 in every
@@ -467,11 +468,46 @@ def depthwise_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], 
     return jnp.stack(per_tap).reshape(*window, 1, dz.shape[-1]).astype(x.dtype)
 
 
+# ---------------------------------------------------------------------------------------------
+# A forward convolution with few products per output (a network's first layer) as shifted products
+# ---------------------------------------------------------------------------------------------
+# Measured on XLA:CPU (benchmarks/NOTES.md, "A first layer's forward as shifted products"): a convolution
+# reading one to three input channels runs 3-7x slower through XLA's convolution emitter than the same
+# sum written as one fused loop of K * C_in broadcast products, under both CPU routes; at 50 products the
+# two were even, at 75 the convolution won.
+MAX_NARROW_PRODUCTS = 32
+
+
+def is_narrow(w_shape: tuple[int, ...], spec: ConvSpec) -> bool:
+    """An ungrouped kernel whose output reads at most ``MAX_NARROW_PRODUCTS`` inputs (window taps times
+    input channels): LeNet's and Fashion-MNIST's 5x5 first layers (25), a CIFAR network's 3x3 RGB stem
+    (27)."""
+    return spec.groups == 1 and math.prod(w_shape[:-1]) <= MAX_NARROW_PRODUCTS
+
+
+def narrow_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``z[b, i, :] = sum_{u, c} x_u[b, i, c] * w[u, c, :]``: :func:`forward` as one product per tap and
+    input channel, each a slice of ``x`` broadcast over the output channels."""
+    nd = x.ndim - 2
+    window = w.shape[:nd]
+    acc = _accumulation_dtype(x.dtype)
+    out_spatial = output_shape(x.shape, window, w.shape[-1], spec)[1:-1]
+    taps_w = w.reshape(-1, w.shape[-2], w.shape[-1]).astype(acc)
+    products = (
+        x_u[..., c : c + 1].astype(acc) * taps_w[k, c]
+        for k, x_u in enumerate(_taps(x, window, spec, out_spatial))
+        for c in range(x.shape[-1])
+    )
+    return sum(products).astype(x.dtype)
+
+
 # The three pieces in the formulation measured fastest for the kernel's shape.
 
 
 def fast_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    return depthwise_forward(x, w, spec) if is_depthwise(w.shape, spec) else forward(x, w, spec)
+    if is_depthwise(w.shape, spec):
+        return depthwise_forward(x, w, spec)
+    return narrow_forward(x, w, spec) if is_narrow(w.shape, spec) else forward(x, w, spec)
 
 
 def fast_input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...], spec: ConvSpec) -> jax.Array:
