@@ -293,3 +293,17 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
     curve = [{"time_s": 30.0, "test_accuracy": 0.90}, {"time_s": 61.0, "test_accuracy": 0.916},
              {"time_s": 90.0, "test_accuracy": 0.912}, {"time_s": 121.0, "test_accuracy": 0.92}]  # fmt: skip
     assert time_to(curve, 0.915) == 61.0 and time_to(curve, 0.90) == 30.0 and time_to(curve, 0.93) is None
+
+
+def test_the_first_layer_benchmark_compares_the_two_forwards_and_steps(tmp_path, monkeypatch):
+    """Each step is traced under its own limit: the shifted-products step has one convolution fewer
+    (LeNet-5's first forward), so the A/B compares two different programs."""
+    from jaxcnn.bench import narrow
+
+    monkeypatch.setattr(narrow, "FORWARDS", [((2, 8, 8, 1), (3, 3, 1, 4), 1, 1)])
+    assert narrow.main(["--models", "lenet5", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "narrow.json").read_text())
+    (forward,) = record["forwards"]
+    assert forward["products"] == 9 and forward["convolution_ms"] > 0 and forward["shifted_products_ms"] > 0
+    (step,) = record["steps"]
+    assert step["convolutions"]["shifted_products"] == step["convolutions"]["convolution"] - 1

@@ -271,7 +271,8 @@ def _flat_spatial(x: jax.Array) -> jax.Array:
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _global_avg_pool(x, shape):
-    return jnp.mean(_flat_spatial(x), axis=1)
+    # over the spatial axes themselves: XLA:CPU hands YNNPACK a reduction of an array, not of a reshape
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
 def _global_avg_pool_fwd(x, shape):
