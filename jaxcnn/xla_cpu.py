@@ -8,9 +8,10 @@ convolutions to XLA's emitter ran fashion_cnn's training step 1.25x faster than 
 (74-76 ms against 93-95, float32, batch 128) and resnet20's and lenet5's as fast (``python -m
 jaxcnn.bench.cpu_routes --routes xla ynn-dot``; NOTES, "The CLI's route"). Handing YNNPACK the reductions
 too (``reduce``) took the bias gradients and batch-norm sums away from XLA's slow ``reduce-window`` loops
-(one bias gradient 11.7 ms against 1.1, in XLA's profile of fashion_cnn's step): fashion_cnn's and
-resnet20's steps ran 4-5% faster. ``jaxcnn train`` and ``jaxcnn eval`` therefore start JAX with
-:data:`XLA_CPU_CONVOLUTIONS`; a script can call
+(one bias gradient 11.7 ms against 1.1, in XLA's profile of fashion_cnn's step): fashion_cnn's CLI step
+ran 8-9% faster in both rounds, resnet20's 6% faster in one and even in the other, lenet5's 4-15% slower
+(``--routes ynn-dot ynn-dot-reduce``; NOTES, "The CLI's route, second step"). ``jaxcnn train`` and ``jaxcnn
+eval`` therefore start JAX with :data:`XLA_CPU_CONVOLUTIONS`; a script can call
 :func:`prefer_xla_cpu_convolutions` first thing too. GPU and TPU backends ignore the flag.
 
 XLA reads its flags once, when JAX starts its backend, so the choice must come first. Whether the backend

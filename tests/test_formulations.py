@@ -174,6 +174,9 @@ def test_narrow_policy():
     assert not is_narrow((7, 7, 3, 64), spec)  # torchvision's stem: 147
     assert not is_narrow((3, 3, 2, 4), spec._replace(groups=2))  # grouped kernels keep their own forms
     assert is_narrow((5, 1, 16), ConvSpec((1,), ((2, 2),), (1,), 1))  # MNIST-1D's first layer
+    assert is_narrow((4, 8, 1, 2), spec) and not is_narrow((3, 11, 1, 2), spec)  # 32 products; 33
+    assert not is_narrow((1, 1, 16, 32), spec)  # a 1x1 window: a pointwise product, left to the convolution
+    assert not is_narrow((5, 5, 0, 4), spec) and not is_narrow((5, 5, 1, 0), spec)  # no channels
 
 
 NARROW = [
@@ -181,7 +184,7 @@ NARROW = [
     ((3, 11, 10, 3), (3, 3, 3, 5), dict(stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2))),
     ((5, 13, 2), (4, 2, 3), dict(stride=3, padding=1, dilation=2)),
     ((2, 5, 6, 4, 1), (3, 2, 2, 1, 4), dict(stride=(2, 1, 1), padding=1)),
-    ((4, 7, 7, 2), (1, 1, 2, 3), dict(stride=2)),
+    ((4, 7, 7, 2), (2, 1, 2, 3), dict(stride=2)),
 ]
 
 
@@ -194,6 +197,17 @@ def test_narrow_forward_equals_textbook(x_shape, w_shape, kw, dtype, rtol, rng):
     assert is_narrow(w.shape, spec)
     z = jax.jit(lambda x, w: forward(x, w, spec))(x, w)
     assert_close(jax.jit(lambda x, w: narrow_forward(x, w, spec))(x, w), z, rtol, "forward")
+
+
+def test_narrow_forward_in_a_transposed_convolution_s_backward_pass(rng):
+    """conv_transpose's input gradient is its convolution A's forward, whose spec can carry a negative high
+    padding; A reading one channel through a 3x3 window (9 products) takes the shifted products."""
+    x = jnp.asarray(rng.standard_normal((3, 5, 6, 4)), np.float64)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 4)), np.float64)  # A: 1 channel -> 4; the transpose: 4 -> 1
+    spec, out_spatial = conv_transpose_spec(x, w, 2, 0, 1, 1, 1)  # padding 0, output_padding 1
+    assert is_narrow(w.shape, spec) and min(hi for _, hi in spec.padding) < 0
+    dy = jnp.asarray(rng.standard_normal((3, *out_spatial, 1)), np.float64)
+    assert_close(narrow_forward(dy, w, spec), forward(dy, w, spec), 1e-13, "transpose dx")
 
 
 def test_bfloat16_narrow_forward_sums_in_float32(rng):

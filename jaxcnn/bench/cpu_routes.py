@@ -1,6 +1,7 @@
 """XLA:CPU's convolution routes: YNNPACK (this jaxlib's default), XLA's own emitter, XNNPACK and oneDNN.
 
-    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn] [--models fashion_cnn resnet20]
+    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn ynn-dot ynn-dot-reduce]
+                                      [--models fashion_cnn resnet20]
                                       [--rounds 2] [--repeats 7] [--out DIR | --json PATH]
 
 This jaxlib can hand convolutions to a library instead of its own emitter when a flag in ``XLA_FLAGS``

@@ -6,7 +6,7 @@ Two measurements under whatever route ``XLA_FLAGS`` gives this process (``jaxcnn
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce``):
 
 - the forward (with a ReLU, as in a network) of convolutions with 5 to 147 window taps times input
-  channels, as one convolution (:func:`jaxcnn.ops.conv.forward`) and as shifted products
+  channels and of two 1x1 convolutions, as one convolution (:func:`jaxcnn.ops.conv.forward`) and as shifted products
   (:func:`jaxcnn.ops.conv.narrow_forward`), alternating in one process; this is what placed
   ``MAX_NARROW_PRODUCTS``;
 - the training step ``jaxcnn train`` runs (Adam, batch 128) of each model in ``--models``, traced once with
@@ -31,7 +31,8 @@ from .timing import compare
 
 conv_ops = importlib.import_module("jaxcnn.ops.conv")  # the module (jaxcnn.ops.conv is also the op's name)
 
-# (input, kernel, stride, padding): taps x input channels = 25, 25, 27, 50, 75, 147, 5
+# (input, kernel, stride, padding): taps x input channels = 25, 25, 27, 50, 75, 147, 5, and two 1x1
+# windows (16, 32), which is_narrow leaves to the convolution
 FORWARDS = [
     ((128, 28, 28, 1), (5, 5, 1, 32), 1, 2),  # fashion_cnn's first layer
     ((128, 28, 28, 1), (5, 5, 1, 6), 1, 2),  # LeNet-5's
@@ -40,6 +41,8 @@ FORWARDS = [
     ((128, 28, 28, 3), (5, 5, 3, 32), 1, 2),
     ((8, 224, 224, 3), (7, 7, 3, 64), 2, 3),  # torchvision's stem
     ((128, 40, 1), (5, 1, 16), 1, 2),  # MNIST-1D's first layer
+    ((128, 32, 32, 16), (1, 1, 16, 32), 2, 0),  # resnet20's first projection shortcut
+    ((128, 8, 8, 32), (1, 1, 32, 64), 1, 0),  # a pointwise convolution
 ]
 
 

@@ -36,9 +36,9 @@ are what runs on GPUs and TPUs; the choice is made per platform when the computa
 (``lax.platform_dependent``; :func:`use_formulation` forces one). Where a faster formulation of the same
 sums was measured on XLA:CPU (``benchmarks/NOTES.md``), ``fast_forward`` / ``fast_input_grad`` /
 ``fast_weight_grad`` pick it by shape: depthwise kernels as shifted elementwise products, the forward of a
-kernel with at most 32 taps times input channels (a first layer) as shifted products too, the pointwise
-weight gradient as one matrix product, the weight gradient of larger float32/bfloat16 batches in chunks of
-about 16 examples; on the ``cpu`` platform only. Each is tested equal to the single-call piece
+kernel with a window of at most 32 taps times input channels (a first layer) as shifted products too, the
+pointwise weight gradient as one matrix product, the weight gradient of larger float32/bfloat16 batches in
+chunks of about 16 examples; on the ``cpu`` platform only. Each is tested equal to the single-call piece
 (``tests/test_formulations.py``). Products of bfloat16/float16 operands are summed in float32 in every
 formulation (``preferred_element_type``) and rounded once.
 
@@ -472,17 +472,19 @@ def depthwise_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], 
 # A forward convolution with few products per output (a network's first layer) as shifted products
 # ---------------------------------------------------------------------------------------------
 # Measured on XLA:CPU (benchmarks/NOTES.md, "A first layer's forward as shifted products"): a convolution
-# reading one to three input channels runs 3-7x slower through XLA's convolution emitter than the same
-# sum written as one fused loop of K * C_in broadcast products, under both CPU routes; at 50 products the
-# two were even, at 75 the convolution won.
+# reading one to three input channels through a window ran 1.5-7x slower through XLA's convolution emitter
+# than the same sum written as one fused loop of K * C_in broadcast products; at 50 products the two were
+# even, at 75 the convolution won. A 1x1 window is left to the convolution (a pointwise product: with 32
+# input channels the shifted form was 0.65x).
 MAX_NARROW_PRODUCTS = 32
 
 
 def is_narrow(w_shape: tuple[int, ...], spec: ConvSpec) -> bool:
-    """An ungrouped kernel whose output reads at most ``MAX_NARROW_PRODUCTS`` inputs (window taps times
-    input channels): LeNet's and Fashion-MNIST's 5x5 first layers (25), a CIFAR network's 3x3 RGB stem
-    (27)."""
-    return spec.groups == 1 and math.prod(w_shape[:-1]) <= MAX_NARROW_PRODUCTS
+    """An ungrouped kernel with a window of more than one tap whose output reads at most
+    ``MAX_NARROW_PRODUCTS`` inputs (window taps times input channels): LeNet's and Fashion-MNIST's 5x5
+    first layers (25), a CIFAR network's 3x3 RGB stem (27)."""
+    taps, products = math.prod(w_shape[:-2]), math.prod(w_shape[:-1])
+    return spec.groups == 1 and taps > 1 and w_shape[-1] > 0 and 0 < products <= MAX_NARROW_PRODUCTS
 
 
 def narrow_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
