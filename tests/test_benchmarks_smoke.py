@@ -295,6 +295,7 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
     assert time_to(curve, 0.915) == 61.0 and time_to(curve, 0.90) == 30.0 and time_to(curve, 0.93) is None
 
 
+@pytest.mark.slow
 def test_the_first_layer_benchmark_compares_the_two_forwards_and_steps(tmp_path, monkeypatch):
     """Each step is traced under its own limit: the shifted-products step has one convolution fewer
     (LeNet-5's first forward), so the A/B compares two different programs."""

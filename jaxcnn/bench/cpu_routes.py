@@ -71,23 +71,32 @@ def conv_case(repeats: int, dtype: str = "float32") -> dict:
     }
 
 
-def train_step_case(name: str, dtype: str, repeats: int) -> float:
-    """Milliseconds of the step ``jaxcnn train`` runs (``train.make_train_step``, Adam, batch 128) in the
-    compute dtype ``dtype``."""
+def cli_step_inputs(name: str) -> tuple:
+    """``(model, optimizer, state, x, y)`` for the step ``jaxcnn train`` runs: the zoo model ``name`` built
+    for training, Adam 1e-3, its initial state and a random batch of 128 (seed 0)."""
     import jax
     import numpy as np
     import optax
 
     from .. import models, train
+
+    model, shape = models.build(name, 10, for_training=True), models.MODELS[name].input_shape
+    optimizer = optax.adam(1e-3)
+    state = train.init_train_state(model, (128, *shape), optimizer, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = jax.device_put((rng.standard_normal((128, *shape)).astype(np.float32), rng.integers(0, 10, 128)))
+    return model, optimizer, state, x, y
+
+
+def train_step_case(name: str, dtype: str, repeats: int) -> float:
+    """Milliseconds of the step ``jaxcnn train`` runs (``train.make_train_step``, Adam, batch 128) in the
+    compute dtype ``dtype``."""
+    from .. import train
     from ..train.recipes import COMPUTE_DTYPES
     from .timing import compare
 
-    model, (_, shape) = models.build(name, 10, for_training=True), (None, models.MODELS[name].input_shape)
-    optimizer = optax.adam(1e-3)
-    state = train.init_train_state(model, (128, *shape), optimizer, seed=0)
+    model, optimizer, state, x, y = cli_step_inputs(name)
     step = train.make_train_step(model, optimizer, compute_dtype=COMPUTE_DTYPES[dtype])
-    rng = np.random.default_rng(0)
-    x, y = jax.device_put((rng.standard_normal((128, *shape)).astype(np.float32), rng.integers(0, 10, 128)))
     return compare({"step": lambda: step(state, x, y)[1]["loss"]}, repeats=repeats)["step"]
 
 

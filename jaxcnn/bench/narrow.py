@@ -60,22 +60,16 @@ def forward_case(x_shape, w_shape, stride, padding, repeats: int) -> dict:
 
 
 def step_case(name: str, repeats: int) -> dict:
-    import optax
+    from .. import train
+    from .cpu_routes import cli_step_inputs
 
-    from .. import models, train
-
-    model, shape = models.build(name, 10, for_training=True), models.MODELS[name].input_shape
-    optimizer = optax.adam(1e-3)
-    state = train.init_train_state(model, (128, *shape), optimizer, seed=0)
-    rng = np.random.default_rng(0)
-    x, y = jax.device_put((rng.standard_normal((128, *shape)).astype(np.float32), rng.integers(0, 10, 128)))
+    model, optimizer, state, x, y = cli_step_inputs(name)
     steps, convolutions = {}, {}
     for label, limit in [("shifted_products", conv_ops.MAX_NARROW_PRODUCTS), ("convolution", 0)]:
-        with mock.patch.object(conv_ops, "MAX_NARROW_PRODUCTS", limit):
-            step = train.make_train_step(model, optimizer)
-            jax.block_until_ready(step(state, x, y))  # traced and compiled under this limit
-            convolutions[label] = step.lower(state, x, y).as_text().count("stablehlo.convolution")
-        steps[label] = step
+        with mock.patch.object(conv_ops, "MAX_NARROW_PRODUCTS", limit):  # read when the step is traced
+            lowered = train.make_train_step(model, optimizer).lower(state, x, y)
+        convolutions[label] = lowered.as_text().count("stablehlo.convolution")
+        steps[label] = lowered.compile()
     times = compare({k: (lambda s=s: s(state, x, y)[1]["loss"]) for k, s in steps.items()}, repeats=repeats)
     return {"model": name, **{f"{k}_ms": v for k, v in times.items()}, "convolutions": convolutions}
 
