@@ -14,7 +14,7 @@ from helpers import require_module
 
 from jaxcnn import cli
 from jaxcnn import models as zoo
-from jaxcnn.bench import flax_models, report, scaling, suite, twins
+from jaxcnn.bench import flax_models, report, scaling, suite, timing, twins
 from jaxcnn.bench import models as model_bench
 from jaxcnn.bench import ops as op_bench
 
@@ -29,6 +29,61 @@ def test_op_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
     assert [r["case"] for r in rows] == ["relu 28x28x32"]
     assert rows[0]["speedup"] > 0 and rows[0]["jaxcnn_fwd_bwd_ms"] > 0
     assert "| relu 28x28x32 |" in capsys.readouterr().out
+    # one round: the ratio is that round's autodiff time over jaxcnn's, and the interval is that ratio
+    assert rows[0]["speedup"] == pytest.approx(rows[0]["autodiff_fwd_bwd_ms"] / rows[0]["jaxcnn_fwd_bwd_ms"])
+    assert rows[0]["speedup_low"] == rows[0]["speedup"] == rows[0]["speedup_high"]
+    assert rows[0]["verdict"] == op_bench.verdict(rows[0]["speedup_low"], rows[0]["speedup_high"])
+    assert rows[0]["same_program"] is False  # the hand-derived ReLU's select tests x > 0, the twin's x < 0
+
+
+# 95% confidence intervals for a median, as ranks of the sorted sample: the published table (e.g.
+# Conover, Practical Nonparametric Statistics, and the usual tables of sign-test critical values).
+MEDIAN_CI_RANKS = {6: (1, 6), 9: (2, 8), 10: (2, 9), 12: (3, 10), 15: (4, 12), 17: (5, 13), 20: (6, 15), 30: (10, 21)}
+
+
+@pytest.mark.parametrize("n", sorted(MEDIAN_CI_RANKS))
+def test_the_median_interval_is_the_published_order_statistics(n):
+    values = [10.0 * v for v in np.random.default_rng(n).permutation(n) + 1]  # ranks 1..n, shuffled
+    median, low, high = timing.median_interval(values)
+    assert (low / 10, high / 10) == MEDIAN_CI_RANKS[n]
+    assert median == 10.0 * (n + 1) / 2
+
+
+def test_the_median_interval_of_too_few_samples_is_their_range_and_bad_input_is_refused():
+    assert timing.median_interval([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)
+    assert timing.median_interval([4.0]) == (4.0, 4.0, 4.0)
+    with pytest.raises(ValueError, match="level must be in"):
+        timing.median_interval([1.0, 2.0], level=1.0)
+    with pytest.raises(ValueError, match="at least one value"):
+        timing.median_interval([])
+
+
+def test_the_verdict_needs_the_whole_interval_on_one_side():
+    assert op_bench.verdict(1.01, 1.3) == "faster"
+    assert op_bench.verdict(0.7, 0.99) == "slower"
+    assert [op_bench.verdict(*i) for i in [(0.9, 1.1), (1.0, 1.2), (0.8, 1.0)]] == ["parity"] * 3
+
+
+def test_same_program_ignores_names_and_source_lines_but_not_operations():
+    x = jnp.ones((4, 8), jnp.float32)
+
+    def first(a):
+        return jnp.sin(a) * 2.0
+
+    def second(b):  # the same computation, written elsewhere under other names
+        return jnp.sin(b) * 2.0
+
+    assert op_bench.same_program(jax.jit(first), jax.jit(second), x)
+    assert not op_bench.same_program(jax.jit(first), jax.jit(lambda a: jnp.cos(a) * 2.0), x)
+    assert not op_bench.same_program(jax.jit(first), jax.jit(lambda a: jnp.sin(a) * 3.0), x)
+
+
+def test_the_op_table_keeps_rows_written_before_the_paired_ratios():
+    old = {"case": "relu", "forward_ms": 1.0, "jaxcnn_fwd_bwd_ms": 2.0, "autodiff_fwd_bwd_ms": 3.0, "speedup": 1.5}
+    new = {**old, "speedup_low": 1.2, "speedup_high": 1.8, "verdict": "faster", "same_program": False}
+    table = op_bench.markdown([old, new]).splitlines()
+    assert table[2] == "| relu | 1.00 | 2.00 | 3.00 | 1.50x |  |  |  |"
+    assert table[3] == "| relu | 1.00 | 2.00 | 3.00 | 1.50x | 1.20-1.80 | faster | no |"
 
 
 @pytest.mark.slow
@@ -243,13 +298,16 @@ def test_the_accelerator_benchmark_says_when_it_measured_nothing(tmp_path, capsy
 def test_the_cpu_route_benchmark_runs_each_route_in_its_own_process(tmp_path):
     from jaxcnn.bench import cpu_routes
 
-    argv = ["--routes", "default", "onednn", "--models", "mnist1d_cnn", "--rounds", "1", "--repeats", "1"]
-    assert cpu_routes.main([*argv, "--out", str(tmp_path)]) == 0
+    routes = ["default", "onednn", "onednn-custom-call"]
+    argv = ["--routes", *routes, "--models", "mnist1d_cnn", "--rounds", "1", "--repeats", "1"]
+    assert cpu_routes.main([*argv, "--dtypes", "float32", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "cpu_routes.json").read_text())
-    assert [r["route"] for r in record["rows"]] == ["default", "onednn"]
+    assert [r["route"] for r in record["rows"]] == routes
     for row in record["rows"]:  # a flag this jaxlib did not know would end the process: "error"
         assert "error" not in row, row
         assert row["conv_ms"] > 0 and row["mnist1d_cnn_jaxcnn_ms"] > 0 and row["mnist1d_cnn_autodiff_ms"] > 0
+    # who ran the convolution, in this jaxlib: YNNPACK by default, XLA's emitter under oneDNN's switches
+    assert [r["conv_emitter_dtype"] for r in record["rows"]] == [None, "f32", "f32"]
     broken = cpu_routes.run_route("default", ["no_such_model"], 1)
     assert set(broken) == {"route", "error"}
 
@@ -295,6 +353,15 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
     assert time_to(curve, 0.915) == 61.0 and time_to(curve, 0.90) == 30.0 and time_to(curve, 0.93) is None
 
 
+def test_a_run_that_never_reaches_the_target_counts_as_the_slowest():
+    from jaxcnn.bench.time_to_accuracy import median_time
+
+    assert median_time([174.4, 182.6, 146.5]) == 174.4
+    assert median_time([None, 173.7, 247.3]) == 247.3  # PyTorch's seeds 3-5: seed 3 never got there
+    assert median_time([None, 10.0, None]) is None and median_time([]) is None
+    assert median_time([4.0, None, 1.0, 2.0]) == 3.0 and median_time([4.0, None, 1.0, None]) is None
+
+
 @pytest.mark.slow
 def test_the_first_layer_benchmark_compares_the_two_forwards_and_steps(tmp_path, monkeypatch):
     """Each step is traced under its own limit: the shifted-products step has one convolution fewer
@@ -308,3 +375,35 @@ def test_the_first_layer_benchmark_compares_the_two_forwards_and_steps(tmp_path,
     assert forward["products"] == 9 and forward["convolution_ms"] > 0 and forward["shifted_products_ms"] > 0
     (step,) = record["steps"]
     assert step["convolutions"]["shifted_products"] == step["convolutions"]["convolution"] - 1
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_im2col_is_the_convolution_with_either_patch_matrix(k):
+    from jaxcnn.bench import bfloat16_cpu
+
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.standard_normal((2, 7, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 3, 4)), jnp.float32)
+    expected = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    stacked, concatenated = bfloat16_cpu.patches_stacked(x, k), bfloat16_cpu.patches_concatenated(x, k)
+    assert stacked.shape == (2, 7, 6, k * k * 3) and bool(jnp.all(stacked == concatenated))
+    for patches in (bfloat16_cpu.patches_stacked, bfloat16_cpu.patches_concatenated):
+        np.testing.assert_allclose(bfloat16_cpu.im2col_forward(x, w, patches), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_bfloat16_benchmark_times_every_form(tmp_path, monkeypatch, capsys):
+    from jaxcnn.bench import bfloat16_cpu
+
+    monkeypatch.setattr(bfloat16_cpu, "CONV", {"batch": 2, "size": 6, "c_in": 3, "c_out": 4, "kernel": 3})
+    monkeypatch.setattr(bfloat16_cpu, "MATMUL_SIZE", 32)
+    assert bfloat16_cpu.main(["--repeats", "1", "--model", "lenet5", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "bfloat16_cpu.json").read_text())
+    assert record["matmul"]["bfloat16_gflops"] > 0 and record["matmul"]["size"] == 32
+    forms = ["conv_float32", "conv_bfloat16", "im2col_concatenated_bfloat16", "im2col_stacked_bfloat16"]
+    forms += ["patches_concatenated_bfloat16", "patches_stacked_bfloat16", "product_alone_bfloat16"]
+    assert all(record["convolution"][f"{form}_ms"] > 0 for form in forms) and record["convolution"]["size"] == 6
+    assert {"model", "float32_ms", "bfloat16_ms", "float32_dense_bfloat16_ms"} <= set(record["step"])
+    # lenet5's three dense layers: three forward products, three input and three weight gradients
+    assert record["step"]["bfloat16_products"] == {"float32": 0, "bfloat16": 9, "float32_dense_bfloat16": 9}
+    assert "lenet5 step: float32" in capsys.readouterr().out

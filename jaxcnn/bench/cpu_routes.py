@@ -1,6 +1,6 @@
 """XLA:CPU's convolution routes: YNNPACK (this jaxlib's default), XLA's own emitter, XNNPACK and oneDNN.
 
-    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn ynn-dot ynn-dot-reduce]
+    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn ynn-dot ynn-dot-reduce onednn-custom-call]
                                       [--models fashion_cnn resnet20]
                                       [--rounds 2] [--repeats 7] [--out DIR | --json PATH]
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -39,13 +40,27 @@ ROUTES = {
     "onednn": f"{NO_YNN} --xla_cpu_experimental_onednn_fusion_type=individual_convolution",
     "ynn-dot": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",  # matrix products to YNNPACK only
     "ynn-dot-reduce": XLA_CPU_CONVOLUTIONS,  # the route `jaxcnn train` sets: products and reductions to YNNPACK
+    # oneDNN's own switches (this jaxlib has oneDNN's convolution thunk); measured: they take no convolution
+    "onednn-custom-call": f"{NO_YNN} --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
 }
 CONV = {"batch": 128, "size": 14, "c_in": 32, "c_out": 64, "kernel": 5}
 
 
+def emitter_dtype(jitted, *args) -> str | None:
+    """The dtype of the plain ``convolution`` instruction that XLA's own emitter computes in ``jitted``'s
+    compiled program for ``args`` (``"f32"`` for a bfloat16 input it converted first); None when there is
+    none: a library took the convolution (its fusion holds the instruction, the entry computation calls
+    the fusion)."""
+    text = jitted.lower(*args).compile().as_text()
+    entry = text[text.index("\nENTRY") :].split("\n}", 1)[0]
+    found = re.search(r"= (\w+)\[[^\]]*\]\S* convolution\(", entry)
+    return found.group(1) if found else None
+
+
 def conv_case(repeats: int, dtype: str = "float32") -> dict:
     """The forward convolution alone, and fashion_cnn's dense layer's product (128 x 3,136 by 3,136 x 1,024)
-    with its weight gradient: milliseconds (and the convolution's GFLOP/s, 2 FLOPs per multiply-add)."""
+    with its weight gradient: milliseconds (and the convolution's GFLOP/s, 2 FLOPs per multiply-add). Also
+    who ran the convolution: ``conv_emitter_dtype`` (:func:`emitter_dtype`)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -68,6 +83,7 @@ def conv_case(repeats: int, dtype: str = "float32") -> dict:
         f"conv{suffix}_gflops": 2 * b * n * n * ci * co * k * k / ms["conv"] / 1e6,
         f"dense{suffix}_ms": ms["dot"],
         f"dense_weight_grad{suffix}_ms": ms["dot_t"],
+        f"conv{suffix}_emitter_dtype": emitter_dtype(conv, x, w),
     }
 
 

@@ -3,13 +3,20 @@
     python -m jaxcnn.bench.ops [--quick] [--repeats N] [--only TEXT] [--out DIR | --json PATH]
 
 Each case is jitted once per implementation; the timed function computes the output and the cotangents
-of every floating input for a fixed random cotangent. Ratio > 1 means jaxcnn is faster. Writes
-``ops.json`` (see `jaxcnn.bench.output` for where).
+of every floating input for a fixed random cotangent. The two are timed in alternation
+(`jaxcnn.bench.timing.samples`), so each round gives one paired ratio autodiff / jaxcnn; the table
+reports the median ratio (> 1: jaxcnn is faster), a distribution-free 95% interval for it
+(`jaxcnn.bench.timing.median_interval`) and a verdict: ``faster`` or ``slower`` when the whole interval
+is on that side of 1.0, ``parity`` when it holds 1.0. ``same program`` says whether the two compile to
+the same optimized HLO (names and source locations aside): for those the ratio can only be noise.
+Writes ``ops.json`` (see `jaxcnn.bench.output` for where).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from typing import NamedTuple
 
 import jax
@@ -19,7 +26,7 @@ import numpy as np
 from jaxcnn import ops, reference
 
 from . import output
-from .timing import compare
+from .timing import median_interval, samples
 
 
 class OpCase(NamedTuple):
@@ -75,16 +82,39 @@ def _vjp_fn(fn, kwargs):
     return jax.jit(run)
 
 
-def bench_case(case: OpCase, repeats: int) -> dict:
+def _hlo_body(compiled_text: str) -> list[str]:
+    """The instructions of an optimized HLO module, with everything that names rather than computes
+    removed: value, parameter and computation names, source metadata, backend configs, and the module's
+    table of source files and stack frames."""
+    lines = []
+    for line in compiled_text.splitlines():
+        line = re.sub(r", metadata=\{[^}]*\}|, backend_config=\S+", "", line.strip())
+        if not line or line.startswith("HloModule") or re.match(r"\d+ ", line):
+            continue
+        lines.append(re.sub(r"%[\w.\-]+|\b[\w.\-]+(?=: )", "%v", line))
+    return lines
+
+
+def same_program(f, g, *args) -> bool:
+    """Whether the jitted ``f`` and ``g`` compile, for ``args``, to the same optimized HLO instructions."""
+    return _hlo_body(f.lower(*args).compile().as_text()) == _hlo_body(g.lower(*args).compile().as_text())
+
+
+def verdict(low: float, high: float) -> str:
+    """``faster`` / ``slower`` when the interval of autodiff / jaxcnn lies wholly above / below 1.0."""
+    return "faster" if low > 1.0 else "slower" if high < 1.0 else "parity"
+
+
+def bench_case(case: OpCase, repeats: int, dtype: str = "float32") -> dict:
     rng = np.random.default_rng(0)
-    args = tuple(jnp.asarray(rng.standard_normal(s), jnp.float32) for s in case.shapes)
+    args = tuple(jnp.asarray(rng.standard_normal(s), dtype) for s in case.shapes)
     hand, ref = getattr(ops, case.op), getattr(reference, case.op)
     out = jax.eval_shape(lambda *a: hand(*a, **case.kwargs), *args)
     cot = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), out)
     fwd_hand = jax.jit(lambda *a: hand(*a, **case.kwargs))
     fwd_ref = jax.jit(lambda *a: ref(*a, **case.kwargs))
     vjp_hand, vjp_ref = _vjp_fn(hand, case.kwargs), _vjp_fn(ref, case.kwargs)
-    times = compare(
+    times = samples(
         {
             "forward": lambda: fwd_hand(*args),
             "forward_ref": lambda: fwd_ref(*args),
@@ -93,26 +123,36 @@ def bench_case(case: OpCase, repeats: int) -> dict:
         },
         repeats=repeats,
     )
+    ratio, low, high = median_interval([a / j for a, j in zip(times["autodiff"], times["jaxcnn"], strict=True)])
     return {
         "case": case.name,
         "op": case.op,
         "shapes": case.shapes,
-        "forward_ms": times["forward"],
-        "jaxcnn_fwd_bwd_ms": times["jaxcnn"],
-        "autodiff_fwd_bwd_ms": times["autodiff"],
-        "speedup": times["autodiff"] / times["jaxcnn"],
+        "forward_ms": float(np.median(times["forward"])),
+        "jaxcnn_fwd_bwd_ms": float(np.median(times["jaxcnn"])),
+        "autodiff_fwd_bwd_ms": float(np.median(times["autodiff"])),
+        "speedup": ratio,
+        "speedup_low": low,
+        "speedup_high": high,
+        "verdict": verdict(low, high),
+        "same_program": same_program(vjp_hand, vjp_ref, args, cot),
     }
 
 
 def markdown(rows: list[dict]) -> str:
+    """The table; rows written before the paired ratios (no ``verdict``) show only their ratio."""
     lines = [
-        "| case | forward ms | jaxcnn fwd+bwd ms | autodiff fwd+bwd ms | autodiff / jaxcnn |",
-        "|---|---:|---:|---:|---:|",
+        "| case | forward ms | jaxcnn fwd+bwd ms | autodiff fwd+bwd ms | autodiff / jaxcnn | 95% interval "
+        "| verdict | same program |",
+        "|---|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
+        paired = "verdict" in r
+        interval = f"{r['speedup_low']:.2f}-{r['speedup_high']:.2f}" if paired else ""
+        same = ("yes" if r["same_program"] else "no") if paired else ""
         lines.append(
             f"| {r['case']} | {r['forward_ms']:.2f} | {r['jaxcnn_fwd_bwd_ms']:.2f} | "
-            f"{r['autodiff_fwd_bwd_ms']:.2f} | {r['speedup']:.2f}x |"
+            f"{r['autodiff_fwd_bwd_ms']:.2f} | {r['speedup']:.2f}x | {interval} | {r.get('verdict', '')} | {same} |"
         )
     return "\n".join(lines)
 
@@ -124,22 +164,25 @@ def main(argv=None) -> int:
         "--repeats", type=int, default=None, help="timed calls per implementation (default 15, quick 5)"
     )
     parser.add_argument("--only", default=None, help="only cases whose name contains this text")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the inputs' dtype")
     output.add_output_arguments(parser)
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 15)
     cases = [c for c in CASES if (c.quick or not args.quick) and (args.only is None or args.only in c.name)]
     rows = []
     for case in cases:
-        rows.append(bench_case(case, repeats))
+        rows.append(bench_case(case, repeats, args.dtype))
         r = rows[-1]
         print(
             f"{r['case']:40s} fwd {r['forward_ms']:8.2f}  jaxcnn {r['jaxcnn_fwd_bwd_ms']:8.2f}  "
-            f"autodiff {r['autodiff_fwd_bwd_ms']:8.2f}  ratio {r['speedup']:.2f}x",
+            f"autodiff {r['autodiff_fwd_bwd_ms']:8.2f}  ratio {r['speedup']:.2f}x "
+            f"[{r['speedup_low']:.2f}, {r['speedup_high']:.2f}] {r['verdict']}",
             flush=True,
         )
     print()
     print(markdown(rows))
-    meta = {**output.library_versions(), **output.machine(), "repeats": repeats}
+    meta = {**output.library_versions(), **output.machine(), "repeats": repeats, "dtype": args.dtype,
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
     output.write_json(output.json_path(args, "ops"), {"meta": meta, "rows": rows})
     return 0
 

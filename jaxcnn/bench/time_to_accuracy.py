@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,14 @@ RECIPE = {"model": "fashion_cnn", "batch_size": 128, "lr": 1e-3, "schedule": "co
 def time_to(curve: list[dict], target: float) -> float | None:
     """The training time of the first epoch whose test accuracy is at least ``target`` (None: never)."""
     return next((point["time_s"] for point in curve if point["test_accuracy"] >= target), None)
+
+
+def median_time(times: list[float | None]) -> float | None:
+    """The median time to the target of a side's runs, a run that never reached it (None) counting as
+    later than any that did; None when the median itself is such a run (half or more never reached it)."""
+    ordered = sorted(times, key=lambda t: math.inf if t is None else t)
+    middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
+    return None if not middle or None in middle else statistics.median(middle)
 
 
 def jaxcnn_run(seed: int, epochs: int, dtype: str) -> dict:
@@ -66,8 +75,6 @@ def jaxcnn_run(seed: int, epochs: int, dtype: str) -> dict:
 
 def torch_worker(seed: int, epochs: int, init: str) -> dict:
     """One PyTorch run in this process: the recipe, eager, channels-last."""
-    import math
-
     import numpy as np
     import torch
 
@@ -190,8 +197,7 @@ def main(argv=None) -> int:
     medians = {}
     for side in args.sides:
         times = [r["time_to_target_s"] for r in runs if r["side"] == side]
-        reached = [t for t in times if t is not None]
-        medians[side] = statistics.median(times) if len(reached) == len(times) else None
+        medians[side] = median_time(times)
         finals = [r["curve"][-1]["test_accuracy"] for r in runs if r["side"] == side]
         print(f"{side:6s}: time to {args.target:.1%}: {times} (median {medians[side]}), final accuracy {finals}",
               file=sys.stderr)  # fmt: skip
