@@ -1,5 +1,7 @@
 """Faster formulations chosen per shape equal the textbook ones they replace (benchmarks/NOTES.md)."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -259,3 +261,38 @@ def test_bfloat16_chunked_weight_grad_sums_chunks_in_float32(rng):
     textbook_error = relative_error(weight_grad(x, dz, (3, 3), spec).astype(jnp.float32), exact)
     # partial sums rounded to bfloat16 and added in bfloat16: 1.3e-2 here, against 4.3e-3 for one call
     assert relative_error(chunked.astype(jnp.float32), exact) <= 1.2 * textbook_error + 1e-4
+
+
+# A pool's backward pass adds one term per window offset into each input position. For bfloat16 it
+# widens the cotangent and rounds once (jaxcnn.ops._precision): the bfloat16 gradient is the float32
+# backward pass on the same (bfloat16-valued) numbers, rounded to bfloat16.
+OVERLAPPING_POOLS = [
+    ("max_pool", dict(window=3, stride=1, padding="SAME")),
+    ("max_pool", dict(window=3, stride=2, padding=1)),
+    ("avg_pool", dict(window=3, stride=1, padding=1, count_include_pad=False)),
+    ("avg_pool", dict(window=(3, 2), stride=(1, 2))),
+]
+
+
+@pytest.mark.parametrize("op,kwargs", OVERLAPPING_POOLS)
+def test_bfloat16_pool_backward_is_the_float32_one_rounded_once(rng, op, kwargs):
+    x = jnp.asarray(rng.standard_normal((4, 9, 8, 5)), jnp.bfloat16)
+    pool = lambda x: getattr(ops, op)(x, **kwargs)  # noqa: E731
+    dy = jnp.asarray(1 + rng.standard_normal(jax.eval_shape(pool, x).shape) / 64, jnp.bfloat16)
+    (got,) = jax.vjp(pool, x)[1](dy)
+    (wide,) = jax.vjp(pool, x.astype(jnp.float32))[1](dy.astype(jnp.float32))
+    assert got.dtype == jnp.bfloat16
+    assert bool(jnp.all(got == wide.astype(jnp.bfloat16)))
+
+
+def test_bfloat16_lp_pool_backward_is_the_float32_one_rounded_once(rng):
+    """Given the forward's (bfloat16) output, the whole backward is float32 arithmetic rounded once."""
+    pool_ops = importlib.import_module("jaxcnn.ops.pool")  # the module (jaxcnn.ops.pool is not one)
+    x = jnp.asarray(rng.standard_normal((4, 9, 8, 5)), jnp.bfloat16)
+    spec = pool_ops.pool_spec(x, 3, 1, 1, "lp_pool")
+    y = ops.lp_pool(x, 3, p=3.0, stride=1, padding=1)
+    dy = jnp.asarray(1 + rng.standard_normal(y.shape) / 64, jnp.bfloat16)
+    (got,) = pool_ops._lp_pool_bwd(spec, 3.0, (x, y), dy)
+    wide = [a.astype(jnp.float32) for a in (x, y, dy)]
+    (expected,) = pool_ops._lp_pool_bwd(spec, 3.0, tuple(wide[:2]), wide[2])
+    assert got.dtype == jnp.bfloat16 and bool(jnp.all(got == expected.astype(jnp.bfloat16)))

@@ -71,6 +71,7 @@ from ._padding import (
     transpose_output_size,
     weight_grad_padding,
 )
+from ._precision import accumulation_dtype
 from ._validate import as_positive_int, check_floating, normalize_tuple, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
@@ -207,15 +208,9 @@ def _dims(nd: int) -> lax.ConvDimensionNumbers:
     return lax.ConvDimensionNumbers(_channels_last(nd), _kernel_dims(nd), _channels_last(nd))
 
 
-def _accumulation_dtype(dtype) -> jnp.dtype:
-    """bfloat16/float16 products are summed in float32 (``preferred_element_type``), the result rounded
-    to the operands' dtype once at the end; float32 and float64 sum in their own dtype."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def _correlate(lhs, rhs, dtype, **conv_args) -> jax.Array:
-    """One ``conv_general_dilated``, summed in :func:`_accumulation_dtype` and returned in ``dtype``."""
-    out = lax.conv_general_dilated(lhs, rhs, preferred_element_type=_accumulation_dtype(dtype), **conv_args)
+    """One ``conv_general_dilated``, summed in :func:`accumulation_dtype` and returned in ``dtype``."""
+    out = lax.conv_general_dilated(lhs, rhs, preferred_element_type=accumulation_dtype(dtype), **conv_args)
     return out.astype(dtype)
 
 
@@ -361,7 +356,7 @@ def weight_grad_chunked(x: jax.Array, dz: jax.Array, window: tuple[int, ...], sp
             rhs_dilation=spec.strides,
             dimension_numbers=dims,
             batch_group_count=spec.groups,
-            preferred_element_type=_accumulation_dtype(x.dtype),  # partial sums of bf16/f16 stay float32
+            preferred_element_type=accumulation_dtype(x.dtype),  # partial sums of bf16/f16 stay float32
         )
         total = part if total is None else total + part
     return jnp.moveaxis(total, 0, nd).astype(x.dtype)  # (*window, C_in // g, C_out)
@@ -385,7 +380,7 @@ def weight_grad_pointwise(x: jax.Array, dz: jax.Array, spec: ConvSpec) -> jax.Ar
     nd = x.ndim - 2
     (sampled,) = shifted_slices(x, [(0,) * nd], spec.strides, spec.padding, dz.shape[1:-1])
     contract = tuple(range(nd + 1))
-    acc = _accumulation_dtype(x.dtype)
+    acc = accumulation_dtype(x.dtype)
     dw_t = lax.dot_general(dz, sampled, ((contract, contract), ((), ())), preferred_element_type=acc)  # (C_out, C_in)
     return dw_t.T.reshape(*(1,) * nd, x.shape[-1], dz.shape[-1]).astype(x.dtype)
 
@@ -436,7 +431,7 @@ def depthwise_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     """``z[b, i, c] = sum_u x_u[b, i, c] * w[u, 0, c]``: :func:`forward` for a depthwise kernel."""
     nd = x.ndim - 2
     window = w.shape[:nd]
-    acc = _accumulation_dtype(x.dtype)
+    acc = accumulation_dtype(x.dtype)
     out_spatial = output_shape(x.shape, window, w.shape[-1], spec)[1:-1]
     taps_w = w.reshape(-1, w.shape[-1]).astype(acc)
     z = sum(x_u.astype(acc) * taps_w[k] for k, x_u in enumerate(_taps(x, window, spec, out_spatial)))
@@ -449,7 +444,7 @@ def depthwise_input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...
     correlation of the upsampled cotangent with the flipped kernel, one channel at a time)."""
     nd = dz.ndim - 2
     window = w.shape[:nd]
-    acc = _accumulation_dtype(dz.dtype)
+    acc = accumulation_dtype(dz.dtype)
     taps_w = w.reshape(-1, w.shape[-1]).astype(acc)
     per_tap = [dz.astype(acc) * taps_w[k] for k in range(taps_w.shape[0])]
     dx = place_shifted(per_tap, window_offsets(window, spec.dilation), spec.strides, spec.padding, in_spatial)
@@ -459,7 +454,7 @@ def depthwise_input_grad(dz: jax.Array, w: jax.Array, in_spatial: tuple[int, ...
 def depthwise_weight_grad(x: jax.Array, dz: jax.Array, window: tuple[int, ...], spec: ConvSpec) -> jax.Array:
     """``dw[u, 0, c] = sum_{b, i} x_u[b, i, c] * dz[b, i, c]``: :func:`weight_grad` for a depthwise kernel."""
     nd = x.ndim - 2
-    acc = _accumulation_dtype(x.dtype)
+    acc = accumulation_dtype(x.dtype)
     batch_and_space = tuple(range(nd + 1))
     per_tap = [
         jnp.sum(x_u.astype(acc) * dz.astype(acc), axis=batch_and_space)
@@ -492,7 +487,7 @@ def narrow_forward(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
     input channel, each a slice of ``x`` broadcast over the output channels."""
     nd = x.ndim - 2
     window = w.shape[:nd]
-    acc = _accumulation_dtype(x.dtype)
+    acc = accumulation_dtype(x.dtype)
     out_spatial = output_shape(x.shape, window, w.shape[-1], spec)[1:-1]
     taps_w = w.reshape(-1, w.shape[-2], w.shape[-1]).astype(acc)
     products = (

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import ConfigError
+from ._precision import accumulation_dtype
 from ._validate import check_floating
 
 OPS = ("dense",)  # the ops this module adds to jaxcnn.ops
@@ -25,7 +26,7 @@ __all__ = [*OPS, "check_dense"]
 def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b`` with bfloat16/float16 products summed in float32, rounded once to the result dtype."""
     dtype = jnp.result_type(a, b)
-    return jnp.matmul(a, b, preferred_element_type=jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+    return jnp.matmul(a, b, preferred_element_type=accumulation_dtype(dtype)).astype(dtype)
 
 
 def _weight_grad(x: jax.Array, dz: jax.Array) -> jax.Array:

@@ -71,19 +71,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..errors import ConfigError, ConfigTypeError
+from ._precision import widened
 from ._validate import as_positive_int, check_floating
 
 OPS = ("batch_norm", "group_norm", "lrn", "weight_standardize")  # the ops this module adds to jaxcnn.ops
 __all__ = [*OPS, "check_batch_norm", "check_group_norm", "check_lrn", "check_weight_standardize"]
 
 
-def _stats_dtype(dtype):
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def _normalize(x, scale, offset, epsilon):
     axes = tuple(range(x.ndim - 1))
-    xf = x.astype(_stats_dtype(x.dtype))
+    xf = widened(x)
     mean = jnp.mean(xf, axis=axes)
     centered = xf - mean
     var = jnp.mean(centered * centered, axis=axes)
@@ -170,7 +167,7 @@ def batch_norm(x: Any, scale: Any, offset: Any, *, epsilon: float = 1e-5):
 def _grouped(x: jax.Array, groups: int) -> tuple[jax.Array, tuple[int, ...]]:
     """``x`` ``(N, *spatial, C)`` as ``(N, *spatial, G, C/G)`` in at least float32, and the axes of one
     (example, group): every spatial axis and the channels within the group."""
-    xg = x.astype(_stats_dtype(x.dtype)).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    xg = widened(x).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
     return xg, (*range(1, x.ndim - 1), x.ndim)
 
 
@@ -257,12 +254,12 @@ def _lrn_denominator(xf: jax.Array, size: int, alpha: float, k: float) -> jax.Ar
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn(x, size, alpha, beta, k):
-    xf = x.astype(_stats_dtype(x.dtype))
+    xf = widened(x)
     return (xf * _lrn_denominator(xf, size, alpha, k) ** -beta).astype(x.dtype)
 
 
 def _lrn_fwd(x, size, alpha, beta, k):
-    xf = x.astype(_stats_dtype(x.dtype))
+    xf = widened(x)
     d = _lrn_denominator(xf, size, alpha, k)
     return (xf * d**-beta).astype(x.dtype), (x, d)
 
@@ -318,7 +315,7 @@ def lrn(x: Any, *, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float 
 
 def standardized(w: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
     """``what`` (at least float32) and ``s`` per output channel (kept as ``(1, ..., 1, C_out)``)."""
-    wf = w.astype(_stats_dtype(w.dtype))
+    wf = widened(w)
     fan_in = tuple(range(w.ndim - 1))
     r = wf - jnp.mean(wf, axis=fan_in, keepdims=True)
     s = jnp.sqrt(jnp.sum(r * r, axis=fan_in, keepdims=True) + epsilon)

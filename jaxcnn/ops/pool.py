@@ -48,6 +48,7 @@ from jax import lax
 
 from ..errors import ConfigError, ConfigTypeError
 from ._padding import Pads, conv_output_size, normalize_padding
+from ._precision import widened
 from ._validate import as_int, as_positive_int, check_floating, normalize_tuple, spatial_rank
 from ._windows import place_shifted, shifted_slices, window_offsets
 
@@ -154,8 +155,9 @@ def _max_pool_fwd(x, spec):
 
 def _max_pool_bwd(spec, x, dy):
     winner = first_argmax(window_slices(x, -jnp.inf, spec))
-    zero = jnp.zeros((), dy.dtype)
-    routed = [jnp.where(winner == u, dy, zero) for u in range(math.prod(spec.window))]
+    g = widened(dy)  # overlapping windows add several terms per input: summed in float32 for bf16/f16
+    zero = jnp.zeros((), g.dtype)
+    routed = [jnp.where(winner == u, g, zero) for u in range(math.prod(spec.window))]
     return (scatter_windows(routed, x.shape[1:-1], spec).astype(x.dtype),)
 
 
@@ -177,9 +179,11 @@ def max_pool(x: Any, window: Any, *, stride: Any = None, padding: Any = "VALID")
 
 
 def _mean_pool_adjoint(dy: jax.Array, in_spatial, spec: PoolSpec, counts: np.ndarray) -> jax.Array:
-    """``dx[p] = sum_{s*i+u = p+lo} dy[i] / K_i``: every offset receives the same share."""
-    share = dy / counts.astype(dy.dtype)
-    return scatter_windows([share] * math.prod(spec.window), in_spatial, spec)
+    """``dx[p] = sum_{s*i+u = p+lo} dy[i] / K_i``: every offset receives the same share (summed in
+    float32 for bfloat16/float16, returned in ``dy``'s dtype)."""
+    g = widened(dy)
+    share = g / counts.astype(g.dtype)
+    return scatter_windows([share] * math.prod(spec.window), in_spatial, spec).astype(dy.dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -238,13 +242,14 @@ def _lp_pool_fwd(x, spec, p):
 
 def _lp_pool_bwd(spec, p, residuals, dy):
     x, y = residuals
+    xf, y, dy = widened(x), widened(y), widened(dy)  # the arithmetic in float32 for bfloat16/float16
     nonzero = y > 0
     y_safe = jnp.where(nonzero, y, jnp.ones((), y.dtype))
     scaled = jnp.where(nonzero, dy * y_safe ** (1.0 - p), jnp.zeros((), dy.dtype))
     counts = _window_counts(spec.in_spatial, spec, include_pad=True)
     spread = _mean_pool_adjoint(scaled, spec.in_spatial, spec, counts)
     # |x|^(p-1) sign(x) depends only on the input position, so it factors out of the window sum.
-    return ((spread * jnp.abs(x) ** (p - 1.0) * jnp.sign(x)).astype(x.dtype),)
+    return ((spread * jnp.abs(xf) ** (p - 1.0) * jnp.sign(xf)).astype(x.dtype),)
 
 
 _lp_pool.defvjp(_lp_pool_fwd, _lp_pool_bwd)
@@ -356,7 +361,7 @@ def _averaging_matrix(n: int, m: int) -> np.ndarray | None:
 
 def _contract_axes(v: jax.Array, mats: list[np.ndarray | None]) -> jax.Array:
     """``out[b, i0, i1, .., c] = sum_p M0[i0, p0] M1[i1, p1] .. v[b, p0, p1, .., c]``, in at least float32."""
-    out = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+    out = widened(v)
     for axis, mat in enumerate(mats, start=1):
         if mat is not None:
             out = jnp.moveaxis(jnp.tensordot(out, jnp.asarray(mat, out.dtype), axes=((axis,), (1,))), -1, axis)
