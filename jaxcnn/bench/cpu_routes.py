@@ -1,6 +1,7 @@
 """XLA:CPU's convolution routes: YNNPACK (this jaxlib's default), XLA's own emitter, XNNPACK and oneDNN.
 
-    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn ynn-dot ynn-dot-reduce onednn-custom-call]
+    python -m jaxcnn.bench.cpu_routes [--routes default xla ynn xnn onednn ynn-dot ynn-dot-reduce ynn-reduce
+                                               onednn-custom-call]
                                       [--models fashion_cnn resnet20]
                                       [--rounds 2] [--repeats 7] [--out DIR | --json PATH]
 
@@ -40,6 +41,7 @@ ROUTES = {
     "onednn": f"{NO_YNN} --xla_cpu_experimental_onednn_fusion_type=individual_convolution",
     "ynn-dot": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",  # matrix products to YNNPACK only
     "ynn-dot-reduce": XLA_CPU_CONVOLUTIONS,  # the route `jaxcnn train` sets: products and reductions to YNNPACK
+    "ynn-reduce": "--xla_cpu_experimental_ynn_fusion_type=reduce",  # float32 reductions alone to YNNPACK
     # oneDNN's own switches (this jaxlib has oneDNN's convolution thunk); measured: they take no convolution
     "onednn-custom-call": f"{NO_YNN} --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
 }
