@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
 from unittest import mock
 
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import output
-from .cpu_routes import CONV, emitter_dtype
+from .cpu_routes import CONV, convolution, emitter_dtype
 from .timing import compare
 
 dense_ops = importlib.import_module("jaxcnn.ops.dense")  # the module (jaxcnn.ops.dense is also the op's name)
@@ -68,11 +67,6 @@ def im2col_forward(x: jax.Array, w: jax.Array, patches) -> jax.Array:
     return jnp.einsum("nhwp,po->nhwo", patches(x, k), w.reshape(k * k * c, o), preferred_element_type=jnp.float32)
 
 
-def _convolution(x: jax.Array, w: jax.Array) -> jax.Array:
-    dims = ("NHWC", "HWIO", "NHWC")
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
-
-
 def matmul_case(repeats: int) -> dict:
     rng = np.random.default_rng(0)
     a32 = jax.device_put(rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE)).astype(np.float32))
@@ -90,7 +84,7 @@ def convolution_case(repeats: int) -> dict:
     x32 = jax.device_put(rng.standard_normal((b, n, n, ci)).astype(np.float32))
     w32 = jax.device_put(rng.standard_normal((k, k, ci, co)).astype(np.float32))
     x16, w16 = x32.astype(jnp.bfloat16), w32.astype(jnp.bfloat16)
-    conv = jax.jit(_convolution)
+    conv = jax.jit(convolution)
     by_concat = jax.jit(lambda x, w: im2col_forward(x, w, patches_concatenated))
     by_stack = jax.jit(lambda x, w: im2col_forward(x, w, patches_stacked))
     concat_only, stack_only = jax.jit(lambda x: patches_concatenated(x, k)), jax.jit(lambda x: patches_stacked(x, k))
@@ -152,8 +146,7 @@ def main(argv=None) -> int:
           f"bfloat16 input {convolution['conv_bfloat16_emitter_dtype']}")  # fmt: skip
     print(f"{step['model']} step: " + ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in step.items() if k.endswith("_ms")))
     print(f"matrix products with bfloat16 operands: {step['bfloat16_products']}")
-    meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
+    meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats}
     payload = {"meta": meta, "matmul": matmul, "convolution": convolution, "step": step}
     output.write_json(output.json_path(args, "bfloat16_cpu"), payload)
     return 0

@@ -48,15 +48,25 @@ ROUTES = {
 CONV = {"batch": 128, "size": 14, "c_in": 32, "c_out": 64, "kernel": 5}
 
 
+def convolution(x, w):
+    """The convolution these benchmarks time alone: SAME, stride 1, NHWC input, HWIO kernel."""
+    from jax import lax
+
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def emitter_dtype(jitted, *args) -> str | None:
-    """The dtype of the plain ``convolution`` instruction that XLA's own emitter computes in ``jitted``'s
-    compiled program for ``args`` (``"f32"`` for a bfloat16 input it converted first); None when there is
-    none: a library took the convolution (its fusion holds the instruction, the entry computation calls
-    the fusion)."""
+    """Who computes the convolution in ``jitted``'s compiled program for ``args``: the dtype of the plain
+    ``convolution`` instruction of the entry computation, which XLA's own emitter runs (``"f32"`` for a
+    bfloat16 input it converted first); ``"library"`` when the entry computation has none but calls a
+    library's fusion or custom call instead (YNNPACK's ``__ynn_fusion``, oneDNN's); None when it has
+    neither."""
     text = jitted.lower(*args).compile().as_text()
     entry = text[text.index("\nENTRY") :].split("\n}", 1)[0]
     found = re.search(r"= (\w+)\[[^\]]*\]\S* convolution\(", entry)
-    return found.group(1) if found else None
+    if found:
+        return found.group(1)
+    return "library" if re.search(r"kind=kCustom|custom-call\(", entry) else None
 
 
 def conv_case(repeats: int, dtype: str = "float32") -> dict:
@@ -74,9 +84,7 @@ def conv_case(repeats: int, dtype: str = "float32") -> dict:
     array = lambda *shape: jnp.asarray(rng.standard_normal(shape), dtype)  # noqa: E731
     x, w = array(b, n, n, ci), array(k, k, ci, co)
     a, m, g = array(128, 3136), array(3136, 1024), array(128, 1024)
-    conv = jax.jit(
-        lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    )
+    conv = jax.jit(convolution)
     dot, dot_t = jax.jit(lambda a, m: a @ m), jax.jit(lambda a, g: a.T @ g)
     ms = compare({"conv": lambda: conv(x, w), "dot": lambda: dot(a, m), "dot_t": lambda: dot_t(a, g)}, repeats=repeats)
     suffix = "" if dtype == "float32" else f"_{dtype}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 from unittest import mock
 
 import jax
@@ -88,8 +87,7 @@ def main(argv=None) -> int:
     for row in steps:
         print(f"{row['model']:12s} step: shifted products {row['shifted_products_ms']:.1f} ms, "
               f"convolution {row['convolution_ms']:.1f} ms")  # fmt: skip
-    meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
+    meta = {**output.library_versions(), **output.machine(), "repeats": args.repeats}
     output.write_json(output.json_path(args, "narrow"), {"meta": meta, "forwards": forwards, "steps": steps})
     return 0
 

@@ -15,7 +15,6 @@ Writes ``ops.json`` (see `jaxcnn.bench.output` for where).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from typing import NamedTuple
 
@@ -82,26 +81,29 @@ def _vjp_fn(fn, kwargs):
     return jax.jit(run)
 
 
-def _hlo_body(compiled_text: str) -> list[str]:
-    """The instructions of an optimized HLO module, with everything that names rather than computes
-    removed: value, parameter and computation names, source metadata, backend configs, and the module's
-    table of source files and stack frames."""
-    lines = []
-    for line in compiled_text.splitlines():
-        line = re.sub(r", metadata=\{[^}]*\}|, backend_config=\S+", "", line.strip())
-        if not line or line.startswith("HloModule") or re.match(r"\d+ ", line):
-            continue
-        lines.append(re.sub(r"%[\w.\-]+|\b[\w.\-]+(?=: )", "%v", line))
-    return lines
+def canonical_hlo(jitted, *args) -> str:
+    """The optimized HLO that ``jitted`` compiles to for ``args``, printed canonically: values numbered in
+    order of definition within each computation, called computations inlined, every constant in full,
+    no names, source metadata or backend configs, and without the module's (function-named) header."""
+    from jaxlib import _hlo  # the printer's options; the module itself comes from the compiled executable
+
+    options = _hlo.HloPrintOptions.canonical()
+    options.print_large_constants = options.canonicalize_computations = True
+    options.print_metadata = options.print_backend_config = False
+    (module,) = jitted.lower(*args).compile().runtime_executable().hlo_modules()
+    return re.sub(r"ENTRY \S+", "ENTRY", module.to_string(options).split("\n", 1)[1])
 
 
 def same_program(f, g, *args) -> bool:
-    """Whether the jitted ``f`` and ``g`` compile, for ``args``, to the same optimized HLO instructions."""
-    return _hlo_body(f.lower(*args).compile().as_text()) == _hlo_body(g.lower(*args).compile().as_text())
+    """Whether the jitted ``f`` and ``g`` compile, for ``args``, to the same optimized HLO (names aside)."""
+    return canonical_hlo(f, *args) == canonical_hlo(g, *args)
 
 
-def verdict(low: float, high: float) -> str:
-    """``faster`` / ``slower`` when the interval of autodiff / jaxcnn lies wholly above / below 1.0."""
+def verdict(low: float | None, high: float | None) -> str:
+    """``faster`` / ``slower`` when the interval of autodiff / jaxcnn lies wholly above / below 1.0,
+    ``parity`` when it holds 1.0, ``undetermined`` when there were too few rounds for an interval."""
+    if low is None or high is None:
+        return "undetermined"
     return "faster" if low > 1.0 else "slower" if high < 1.0 else "parity"
 
 
@@ -148,7 +150,8 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         paired = "verdict" in r
-        interval = f"{r['speedup_low']:.2f}-{r['speedup_high']:.2f}" if paired else ""
+        bounds = (r.get("speedup_low"), r.get("speedup_high"))
+        interval = "" if not paired else "n/a" if None in bounds else "{:.2f}-{:.2f}".format(*bounds)
         same = ("yes" if r["same_program"] else "no") if paired else ""
         lines.append(
             f"| {r['case']} | {r['forward_ms']:.2f} | {r['jaxcnn_fwd_bwd_ms']:.2f} | "
@@ -175,14 +178,12 @@ def main(argv=None) -> int:
         r = rows[-1]
         print(
             f"{r['case']:40s} fwd {r['forward_ms']:8.2f}  jaxcnn {r['jaxcnn_fwd_bwd_ms']:8.2f}  "
-            f"autodiff {r['autodiff_fwd_bwd_ms']:8.2f}  ratio {r['speedup']:.2f}x "
-            f"[{r['speedup_low']:.2f}, {r['speedup_high']:.2f}] {r['verdict']}",
+            f"autodiff {r['autodiff_fwd_bwd_ms']:8.2f}  ratio {r['speedup']:.2f}x {r['verdict']}",
             flush=True,
         )
     print()
     print(markdown(rows))
-    meta = {**output.library_versions(), **output.machine(), "repeats": repeats, "dtype": args.dtype,
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}  # fmt: skip
+    meta = {**output.library_versions(), **output.machine(), "repeats": repeats, "dtype": args.dtype}
     output.write_json(output.json_path(args, "ops"), {"meta": meta, "rows": rows})
     return 0
 

@@ -52,11 +52,13 @@ def library_versions() -> dict:
 
 
 def machine() -> dict:
+    """The machine, the date, and the ``XLA_FLAGS`` this process was started with (XLA:CPU's route)."""
     return {
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

@@ -48,14 +48,15 @@ def compare(
     return {name: statistics.median(s) for name, s in times.items()}
 
 
-def median_interval(values: list[float], *, level: float = 0.95) -> tuple[float, float, float]:
+def median_interval(values: list[float], *, level: float = 0.95) -> tuple[float, float | None, float | None]:
     """``(median, low, high)``: the sample median and a distribution-free confidence interval for the
     population median at ``level``, from order statistics.
 
     With ``n`` independent samples, the number below the median is Binomial(n, 1/2); the interval is
-    ``[x_(k), x_(n+1-k)]`` (1-based order statistics) for the largest ``k`` with
+    ``[x_(k), x_(n+1-k)]`` (1-based order statistics) for the largest ``k >= 1`` with
     ``P(Binomial(n, 1/2) < k) <= (1 - level) / 2``, so it covers the median with probability at least
-    ``level``. Too few samples for that (``n < 6`` at 0.95): the interval is the whole range."""
+    ``level``. With too few samples for any such ``k`` (``n < 6`` at 0.95) there is no interval at that
+    level: ``low`` and ``high`` are None."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     xs, n = sorted(values), len(values)
@@ -65,5 +66,5 @@ def median_interval(values: list[float], *, level: float = 0.95) -> tuple[float,
     while k < n and cdf + math.comb(n, k) / 2**n <= tail:  # cdf = P(B <= k - 1) after each step
         cdf += math.comb(n, k) / 2**n
         k += 1
-    low, high = (xs[k - 1], xs[n - k]) if k > 0 else (xs[0], xs[-1])
+    low, high = (xs[k - 1], xs[n - k]) if k > 0 else (None, None)
     return statistics.median(xs), low, high
