@@ -84,15 +84,15 @@ def convolution_case(repeats: int) -> dict:
     x32 = jax.device_put(rng.standard_normal((b, n, n, ci)).astype(np.float32))
     w32 = jax.device_put(rng.standard_normal((k, k, ci, co)).astype(np.float32))
     x16, w16 = x32.astype(jnp.bfloat16), w32.astype(jnp.bfloat16)
-    conv = jax.jit(convolution)
+    conv32, conv16 = (jax.jit(convolution).lower(x, w).compile() for x, w in ((x32, w32), (x16, w16)))
     by_concat = jax.jit(lambda x, w: im2col_forward(x, w, patches_concatenated))
     by_stack = jax.jit(lambda x, w: im2col_forward(x, w, patches_stacked))
     concat_only, stack_only = jax.jit(lambda x: patches_concatenated(x, k)), jax.jit(lambda x: patches_stacked(x, k))
     ready = patches_stacked(x16, k).reshape(-1, k * k * ci)
     product = jax.jit(lambda p, w: jnp.matmul(p, w.reshape(-1, co), preferred_element_type=jnp.float32))
     candidates = {
-        "conv_float32": lambda: conv(x32, w32),
-        "conv_bfloat16": lambda: conv(x16, w16),
+        "conv_float32": lambda: conv32(x32, w32),
+        "conv_bfloat16": lambda: conv16(x16, w16),
         "im2col_concatenated_bfloat16": lambda: by_concat(x16, w16),
         "im2col_stacked_bfloat16": lambda: by_stack(x16, w16),
         "patches_concatenated_bfloat16": lambda: concat_only(x16),
@@ -101,8 +101,8 @@ def convolution_case(repeats: int) -> dict:
     }
     times = compare(candidates, repeats=repeats)
     return {**CONV, **{f"{key}_ms": ms for key, ms in times.items()},
-            "conv_float32_emitter_dtype": emitter_dtype(conv, x32, w32),
-            "conv_bfloat16_emitter_dtype": emitter_dtype(conv, x16, w16)}  # fmt: skip
+            "conv_float32_emitter_dtype": emitter_dtype(conv32),
+            "conv_bfloat16_emitter_dtype": emitter_dtype(conv16)}  # fmt: skip
 
 
 def _bfloat16_product(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -113,7 +113,7 @@ def _bfloat16_product(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def step_case(repeats: int, name: str = "fashion_cnn") -> dict:
     from .. import train
-    from .cpu_routes import cli_step_inputs
+    from .cpu_routes import cli_step_inputs, time_steps
 
     model, optimizer, state, x, y = cli_step_inputs(name)
     lowered = {
@@ -122,8 +122,7 @@ def step_case(repeats: int, name: str = "fashion_cnn") -> dict:
     }
     with mock.patch.object(dense_ops, "_matmul", _bfloat16_product):  # read when the step is traced
         lowered["float32_dense_bfloat16"] = train.make_train_step(model, optimizer).lower(state, x, y)
-    steps = {k: program.compile() for k, program in lowered.items()}
-    times = compare({k: (lambda s=s: s(state, x, y)[1]["loss"]) for k, s in steps.items()}, repeats=repeats)
+    times = time_steps(lowered, state, x, y, repeats)
     bf16_products = {k: len(re.findall(r"stablehlo.dot_general.*bf16", p.as_text())) for k, p in lowered.items()}
     return {"model": name, **{f"{k}_ms": v for k, v in times.items()}, "bfloat16_products": bf16_products}
 

@@ -60,16 +60,15 @@ def forward_case(x_shape, w_shape, stride, padding, repeats: int) -> dict:
 
 def step_case(name: str, repeats: int) -> dict:
     from .. import train
-    from .cpu_routes import cli_step_inputs
+    from .cpu_routes import cli_step_inputs, time_steps
 
     model, optimizer, state, x, y = cli_step_inputs(name)
-    steps, convolutions = {}, {}
+    lowered = {}
     for label, limit in [("shifted_products", conv_ops.MAX_NARROW_PRODUCTS), ("convolution", 0)]:
         with mock.patch.object(conv_ops, "MAX_NARROW_PRODUCTS", limit):  # read when the step is traced
-            lowered = train.make_train_step(model, optimizer).lower(state, x, y)
-        convolutions[label] = lowered.as_text().count("stablehlo.convolution")
-        steps[label] = lowered.compile()
-    times = compare({k: (lambda s=s: s(state, x, y)[1]["loss"]) for k, s in steps.items()}, repeats=repeats)
+            lowered[label] = train.make_train_step(model, optimizer).lower(state, x, y)
+    convolutions = {label: program.as_text().count("stablehlo.convolution") for label, program in lowered.items()}
+    times = time_steps(lowered, state, x, y, repeats)
     return {"model": name, **{f"{k}_ms": v for k, v in times.items()}, "convolutions": convolutions}
 
 
